@@ -1,0 +1,3 @@
+"""bench: a benchmark harness for disentangled and diffusion-based representation learning."""
+
+__version__ = "0.1.0"

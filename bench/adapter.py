@@ -1,0 +1,201 @@
+"""The method adapter contract, with scikit-learn manners.
+
+Every method in ``methods/`` subclasses :class:`Adapter`:
+
+* the constructor only stores keyword hyperparameters (validated against the class's
+  ``defaults``: unknown names and wrong types fail at construction, before any training);
+  :meth:`get_params` returns them and is written into every result row;
+* ``fit(data, *, seed, device) -> self`` learns; learned state lives in attributes;
+* ``encode(x) -> (N, D)`` codes (mean codes for stochastic encoders, sampled codes with
+  ``stochastic=True`` where the capability is declared);
+* ``sample(n) -> images`` in [0, 1];
+* optional capabilities are *declared* in ``capabilities`` and never guessed:
+  ``"decode"``, ``"reconstruct"``, ``"stochastic_encode"``, ``"latent_units"``
+  (multi-dimensional latent units; then ``latent_unit_dim`` > 1), ``"time_conditioned"``;
+* ``save(path)`` / ``load(path)`` round-trip a fitted adapter; checkpoints are loaded
+  with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from bench.registry import did_you_mean
+
+CAPABILITIES = frozenset({"decode", "reconstruct", "stochastic_encode", "latent_units", "time_conditioned"})
+
+
+class NotFittedError(RuntimeError):
+    """Raised when an adapter is used before :meth:`Adapter.fit` (or :meth:`Adapter.load`)."""
+
+
+class DivergedError(RuntimeError):
+    """Raised by a training loop whose loss became NaN or infinite."""
+
+
+class Adapter(abc.ABC):
+    """Base class of every method adapter; see the module docstring for the contract."""
+
+    #: hyperparameter name -> default value; the only keywords the constructor accepts
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: named hyperparameter sets, e.g. ``{"tiny": {...}, "paper": {...}}``
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: bump when a change alters results, so old rows are told apart
+    version: ClassVar[str] = "1"
+
+    def __init__(self, **params: Any) -> None:
+        self._params = self.check_params(params)
+        self._fitted = False
+
+    # -- hyperparameters ---------------------------------------------------------------
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``params`` over ``defaults``; reject unknown names and wrong types."""
+        unknown = [k for k in params if k not in cls.defaults]
+        if unknown:
+            k = unknown[0]
+            raise ValueError(
+                f"{cls.__name__}: unknown hyperparameter {k!r}{did_you_mean(k, list(cls.defaults))}; "
+                f"accepted: {', '.join(sorted(cls.defaults))}"
+            )
+        merged = copy.deepcopy(cls.defaults)
+        for key, value in params.items():
+            merged[key] = _coerce(cls.__name__, key, value, cls.defaults[key])
+        return merged
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", **overrides: Any) -> "Adapter":
+        """Construct with a named preset, then ``overrides`` on top."""
+        if preset not in cls.presets:
+            raise ValueError(
+                f"{cls.__name__}: unknown preset {preset!r}{did_you_mean(preset, list(cls.presets))}; "
+                f"available: {', '.join(cls.presets)}"
+            )
+        return cls(**{**cls.presets[preset], **overrides})
+
+    def get_params(self) -> dict[str, Any]:
+        return copy.deepcopy(self._params)
+
+    def __getattr__(self, name: str) -> Any:
+        # hyperparameters read as attributes (self.lr) without copying them onto the instance
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    # -- the protocol ------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, data, *, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> "Adapter":
+        """Train on ``data`` (a :class:`bench.data.base.ImageDataset`); return ``self``."""
+
+    @abc.abstractmethod
+    def encode(self, x: np.ndarray, *, stochastic: bool = False, seed: int | None = None) -> np.ndarray:
+        """Codes (N, D) float32 for images ``x`` (N, C, H, W) in [0, 1]."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
+        """``n`` generated images (n, C, H, W) float32 in [0, 1]."""
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Images for codes ``z`` (capability ``"decode"``)."""
+        raise self._missing("decode")
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Reconstructions of ``x`` (capability ``"reconstruct"``)."""
+        raise self._missing("reconstruct")
+
+    @property
+    def code_dim(self) -> int:
+        """Number of code dimensions D returned by :meth:`encode`."""
+        return int(self._params["latent_dim"])
+
+    def _missing(self, capability: str) -> Exception:
+        return TypeError(f"{type(self).__name__} does not declare the {capability!r} capability")
+
+    def check_fitted(self) -> None:
+        if not self._fitted:
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted: call fit(data, seed=...) or load(path) before using it"
+            )
+
+    # -- persistence -------------------------------------------------------------------
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state as tensors / plain Python values (loadable with weights_only)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
+        """Rebuild the learned state written by :meth:`state_dict`."""
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint atomically (temp file + rename)."""
+        self.check_fitted()
+        path = Path(path)
+        payload = {
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "version": self.version,
+            "params": self.get_params(),
+            "input_shape": list(self.input_shape),
+            "state": self.state_dict(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Adapter":
+        """Load a checkpoint written by :meth:`save` (``weights_only=True``)."""
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        expected = f"{cls.__module__}:{cls.__qualname__}"
+        if payload.get("class") != expected:
+            raise ValueError(f"{path}: checkpoint holds {payload.get('class')!r}, expected {expected!r}")
+        adapter = cls(**payload["params"])
+        adapter.load_state_dict(payload["state"], tuple(payload["input_shape"]))
+        adapter.input_shape = tuple(payload["input_shape"])
+        adapter._fitted = True
+        return adapter
+
+
+def _coerce(owner: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of ``default`` (ints are accepted for floats)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise TypeError(
+            f"{owner}: hyperparameter {key!r} must be {type(default).__name__} (like the default {default!r}), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (for module initialisation) and return a CPU generator."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None → CUDA when present, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,0 +1,289 @@
+"""bench.toml → validated, typed configuration, and the grid of cells it describes.
+
+Layout::
+
+    default_profile = "smoke"
+
+    [profiles.smoke]
+    description = "..."
+    methods  = ["ae", "vae"]          # registered method names
+    datasets = ["dsprites-procedural-32"]
+    seeds    = [0, 1]
+    preset   = "tiny"                  # every method's named preset
+    metrics  = ["factorvae", "dci"]
+    device   = "auto"                  # auto | cpu | cuda | cuda:N
+    results  = "results"               # output folder, relative to bench.toml
+
+    [profiles.smoke.overrides."*"]     # hyperparameters for every method
+    steps = 1500
+    [profiles.smoke.overrides.beta-vae]  # ... or for one method
+    beta = 4.0
+    [profiles.smoke.sweep.beta-vae]    # a grid axis: one cell per value
+    beta = [1.0, 4.0, 8.0]
+    [profiles.smoke.metric_params.factorvae]
+    num_train = 1000
+
+Everything is checked here, before any training: unknown keys, wrong types, unknown
+method/dataset/metric/preset names and unknown hyperparameters all raise
+:class:`ConfigError` naming the file, the key and a suggestion.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import registry
+from bench.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A problem in bench.toml; the message names the file and the key."""
+
+
+_PROFILE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "description": str,
+    "methods": list,
+    "datasets": list,
+    "seeds": list,
+    "preset": str,
+    "metrics": list,
+    "device": str,
+    "results": str,
+    "overrides": dict,
+    "sweep": dict,
+    "metric_params": dict,
+}
+_TOP_KEYS = {"default_profile": str, "profiles": dict}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a method with full hyperparameters on a dataset with a seed."""
+
+    method: str
+    dataset: str
+    seed: int
+    preset: str
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    n_seeds_planned: int = 1
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the cell's results (the device does not)."""
+        return {
+            "method": self.method,
+            "method_version": registry.methods().load(self.method).version,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "params": self.params,
+            "metrics": self.metrics,
+        }
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def config_id(self) -> str:
+        """Hash of the configuration without the seed: rows with the same id are seeds of one setting."""
+        ident = self.identity()
+        ident.pop("seed")
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    methods: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    preset: str = "tiny"
+    metrics: list[str] = field(default_factory=lambda: ["factorvae", "dci"])
+    device: str = "auto"
+    results: str = "results"
+    description: str = ""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: dict[str, dict[str, list]] = field(default_factory=dict)
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """The grid: methods × datasets × sweep values × seeds, in a stable order."""
+        out = []
+        for method in self.methods:
+            cls = registry.methods().load(method)
+            base = {**cls.presets[self.preset], **self.overrides.get("*", {}), **self.overrides.get(method, {})}
+            axes = self.sweep.get(method, {})
+            for combo in itertools.product(*axes.values()):
+                params = cls.check_params({**base, **dict(zip(axes.keys(), combo))})
+                for dataset in self.datasets:
+                    for seed in self.seeds:
+                        metrics = {m: copy.deepcopy(self.metric_params.get(m, {})) for m in self.metrics}
+                        out.append(Cell(method, dataset, seed, self.preset, params, metrics, len(self.seeds)))
+        return out
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    default_profile: str
+    profiles: dict[str, Profile]
+
+    def profile(self, name: str | None = None) -> Profile:
+        name = name or self.default_profile
+        if name not in self.profiles:
+            raise ConfigError(
+                f"{self.path}: no profile {name!r}{did_you_mean(name, list(self.profiles))}; "
+                f"defined: {', '.join(self.profiles)}"
+            )
+        return self.profiles[name]
+
+    def results_dir(self, profile: Profile) -> Path:
+        return (self.path.parent / profile.results).resolve()
+
+
+def load_config(path: str | Path = "bench.toml") -> Config:
+    """Parse and validate ``path``; raise :class:`ConfigError` on the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found (expected a bench.toml; see README)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> Config:
+    _check_keys(raw, _TOP_KEYS, path, "")
+    profiles_raw = raw.get("profiles")
+    if not profiles_raw:
+        raise ConfigError(f"{path}: no [profiles.<name>] table; at least one profile is required")
+    profiles = {name: _parse_profile(name, body, path) for name, body in profiles_raw.items()}
+    default = raw.get("default_profile", next(iter(profiles)))
+    if default not in profiles:
+        raise ConfigError(
+            f"{path}: default_profile = {default!r} is not a profile{did_you_mean(default, list(profiles))}"
+        )
+    return Config(path, default, profiles)
+
+
+def _parse_profile(name: str, body: Any, path: Path) -> Profile:
+    where = f"profiles.{name}"
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: {where} must be a table, got {type(body).__name__}")
+    _check_keys(body, _PROFILE_KEYS, path, where + ".")
+    for key in ("methods", "datasets", "seeds"):
+        if key not in body:
+            raise ConfigError(f"{path}: {where}.{key} is required")
+    methods = _names(body["methods"], registry.methods(), path, f"{where}.methods")
+    datasets = _names(body["datasets"], registry.datasets(), path, f"{where}.datasets")
+    metrics = _names(body.get("metrics", ["factorvae", "dci"]), registry.metrics(), path, f"{where}.metrics")
+    seeds = body["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"{path}: {where}.seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: {where}.seeds has duplicates: {seeds!r}")
+    preset = body.get("preset", "tiny")
+    for m in methods:
+        cls = registry.methods().load(m)
+        if preset not in cls.presets:
+            raise ConfigError(
+                f"{path}: {where}.preset = {preset!r}: method {m!r} has no such preset{did_you_mean(preset, list(cls.presets))}; "
+                f"it has {', '.join(cls.presets)}"
+            )
+    device = body.get("device", "auto")
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ConfigError(f"{path}: {where}.device = {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    overrides = _method_tables(body.get("overrides", {}), methods, path, f"{where}.overrides", allow_star=True)
+    sweep = _method_tables(body.get("sweep", {}), methods, path, f"{where}.sweep", allow_star=False)
+    for m, axes in sweep.items():
+        for key, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: {where}.sweep.{m}.{key} must be a non-empty list of values, got {values!r}")
+    # hyperparameter names and types, checked against each method's defaults
+    for m in methods:
+        cls = registry.methods().load(m)
+        merged = {**overrides.get("*", {}), **overrides.get(m, {})}
+        for key, values in sweep.get(m, {}).items():
+            for v in values:
+                _check_params(cls, {**merged, key: v}, path, f"{where}.sweep.{m}.{key}")
+        _check_params(cls, merged, path, f"{where}.overrides")
+
+    metric_params = body.get("metric_params", {})
+    for metric, params in metric_params.items():
+        mkey = f"{where}.metric_params.{metric}"
+        if metric not in metrics:
+            raise ConfigError(f"{path}: {mkey}: metric {metric!r} is not in {where}.metrics {metrics}")
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}: {mkey} must be a table")
+        accepted = _metric_param_names(metric)
+        for key in params:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{path}: {mkey}.{key}: unknown parameter{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
+                )
+    return Profile(
+        name=name, methods=methods, datasets=datasets, seeds=list(seeds), preset=preset, metrics=metrics,
+        device=device, results=body.get("results", "results"), description=body.get("description", ""),
+        overrides=overrides, sweep=sweep, metric_params=metric_params,
+    )
+
+
+def _check_keys(table: dict[str, Any], schema: dict[str, Any], path: Path, prefix: str) -> None:
+    for key, value in table.items():
+        if key not in schema:
+            raise ConfigError(f"{path}: unknown key {prefix}{key!r}{did_you_mean(key, list(schema))}; accepted: {', '.join(schema)}")
+        expected = schema[key]
+        if not isinstance(value, expected):
+            raise ConfigError(
+                f"{path}: {prefix}{key} must be a {getattr(expected, '__name__', expected)}, got {type(value).__name__} {value!r}"
+            )
+
+
+def _names(values: Any, reg: registry.Registry, path: Path, key: str) -> list[str]:
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{path}: {key} must be a non-empty list of names, got {values!r}")
+    for i, v in enumerate(values):
+        if v not in reg:
+            raise ConfigError(
+                f"{path}: {key}[{i}]: unknown {reg.kind} {v!r}{did_you_mean(v, reg.names())}; "
+                f"`bench ls` lists them ({', '.join(reg.names())})"
+            )
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{path}: {key} has duplicates: {values!r}")
+    return list(values)
+
+
+def _method_tables(tables: Any, methods: list[str], path: Path, key: str, *, allow_star: bool) -> dict[str, dict]:
+    out = {}
+    for name, table in tables.items():
+        if not (name in methods or (allow_star and name == "*")):
+            hint = did_you_mean(name, methods)
+            raise ConfigError(f"{path}: {key}.{name}: {name!r} is not a method of this profile{hint}; methods: {methods}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {key}.{name} must be a table of hyperparameters, got {type(table).__name__}")
+        out[name] = dict(table)
+    return out
+
+
+def _check_params(cls: type, params: dict[str, Any], path: Path, key: str) -> None:
+    try:
+        cls.check_params(params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {key}: {exc}") from None
+
+
+def _metric_param_names(metric: str) -> list[str]:
+    fn = registry.metrics().load(metric)
+    sig = inspect.signature(fn)
+    return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]

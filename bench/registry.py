@@ -1,0 +1,147 @@
+"""Lazy registries for methods, datasets and metrics.
+
+An entry maps a name to a ``"module:attr"`` target that is imported only when the entry
+is loaded, so listing (``bench ls``) never imports torch-heavy code. Duplicate names are
+rejected at registration; an unknown name fails with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+class UnknownNameError(KeyError):
+    """Raised for a name that is not registered; the message carries suggestions."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
+        return str(self.args[0])
+
+
+def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered object: its name, lazy target, a one-line summary and metadata."""
+
+    name: str
+    target: str
+    summary: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Any:
+        """Import and return the target object (class or function)."""
+        module_name, _, attr = self.target.partition(":")
+        module = importlib.import_module(module_name)
+        try:
+            return getattr(module, attr)
+        except AttributeError as exc:
+            raise ImportError(
+                f"registry entry {self.name!r} points to {self.target!r}, "
+                f"but module {module_name!r} has no attribute {attr!r}"
+            ) from exc
+
+
+class Registry:
+    """A name → :class:`Entry` table of one kind ("method", "dataset", "metric")."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(
+        self,
+        name: str,
+        target: str,
+        summary: str = "",
+        *,
+        kwargs: dict[str, Any] | None = None,
+        **meta: Any,
+    ) -> Entry:
+        """Register ``name`` → ``target`` (``"package.module:attr"``).
+
+        ``kwargs`` are passed to the target when it is instantiated through
+        :meth:`create` (e.g. a dataset variant at another resolution).
+        """
+        if ":" not in target:
+            raise ValueError(f"{self.kind} {name!r}: target {target!r} must look like 'module:attr'")
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered (→ {self._entries[name].target})")
+        entry = Entry(name, target, summary, dict(kwargs or {}), dict(meta))
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                f"registered: {', '.join(self.names())}"
+            ) from None
+
+    def load(self, name: str) -> Any:
+        return self.get(name).load()
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Instantiate the target with the entry's kwargs updated by ``kwargs``."""
+        entry = self.get(name)
+        return entry.load()(**{**entry.kwargs, **kwargs})
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Registered names, sorted; ``pattern`` is an fnmatch filter."""
+        import fnmatch
+
+        names = sorted(self._entries)
+        return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+METHODS = Registry("method")
+DATASETS = Registry("dataset")
+METRICS = Registry("metric")
+
+_populated = False
+
+
+def populate() -> None:
+    """Import the light modules that hold the registration lines (no torch import)."""
+    global _populated
+    if _populated:
+        return
+    _populated = True
+    importlib.import_module("methods")
+    importlib.import_module("bench.data")
+    importlib.import_module("bench.metrics")
+
+
+def methods() -> Registry:
+    populate()
+    return METHODS
+
+
+def datasets() -> Registry:
+    populate()
+    return DATASETS
+
+
+def metrics() -> Registry:
+    populate()
+    return METRICS

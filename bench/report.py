@@ -1,0 +1,158 @@
+"""Render ``results/``: the leaderboard (Markdown + CSV) and plots, from the tidy rows alone.
+
+The leaderboard is a pure function of ``results.csv``: one line per dataset × method ×
+configuration, one column per metric, ``mean ± std`` over seeds. A setting with fewer
+finished seeds than planned (``n_seeds_planned``) shows the metric as missing ("—", with
+the count of finished seeds), never a mean of the seeds that happen to be there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.results import OK, read_results, write_csv_atomic
+
+#: metrics shown first, in this order; any other metric follows alphabetically
+PREFERRED = ["factorvae", "dci_disentanglement", "dci_completeness", "dci_informativeness"]
+#: bookkeeping rows kept out of the metric plots
+RUN_STATS = ("train_images_per_s", "final_loss")
+
+
+def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
+    """Wide table: dataset, method, config, seeds (finished/planned), then per metric mean/std/n."""
+    keys = ["dataset", "method", "config_id"]
+    ok = rows[rows["status"] == OK].dropna(subset=["value"])
+    ok = ok[ok["metric"].astype(str) != ""]
+    planned = rows.groupby(keys, dropna=False)["n_seeds_planned"].max()
+    finished = _finished_seeds(rows).reindex(planned.index, fill_value=0)
+    metrics = sorted(ok["metric"].unique(), key=lambda m: (m not in PREFERRED, PREFERRED.index(m) if m in PREFERRED else 0, m))
+    stats = ok.groupby(keys + ["metric"])["value"].agg(["mean", "std", "count"])
+    out = []
+    for key in planned.index:
+        line = dict(zip(keys, key))
+        line["seeds"] = f"{int(finished.loc[key])}/{int(planned.loc[key])}"
+        for m in metrics:
+            if (*key, m) in stats.index and stats.loc[(*key, m), "count"] >= planned.loc[key]:
+                s = stats.loc[(*key, m)]
+                line[f"{m}_mean"], line[f"{m}_std"], line[f"{m}_n"] = s["mean"], (0.0 if np.isnan(s["std"]) else s["std"]), int(s["count"])
+            else:
+                n = int(stats.loc[(*key, m), "count"]) if (*key, m) in stats.index else 0
+                line[f"{m}_mean"], line[f"{m}_std"], line[f"{m}_n"] = np.nan, np.nan, n
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
+    """Per setting, the number of seeds whose every row is ok."""
+    keys = ["dataset", "method", "config_id"]
+    per_seed = rows.groupby(keys + ["seed"], dropna=False)["status"].agg(lambda s: bool((s == OK).all()))
+    return per_seed.groupby(level=[0, 1, 2], dropna=False).sum()
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    metrics = [c[:-5] for c in board.columns if c.endswith("_mean")]
+    show_config = board.groupby(["dataset", "method"])["config_id"].nunique().max() > 1 if len(board) else False
+    head = ["dataset", "method"] + (["config"] if show_config else []) + ["seeds"] + metrics
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in board.sort_values(["dataset", "method"]).iterrows():
+        cells = [str(r["dataset"]), str(r["method"])] + ([str(r["config_id"])] if show_config else []) + [r["seeds"]]
+        for m in metrics:
+            mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
+            cells.append(f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std))
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = (
+        "\nValues are mean ± std over seeds. '—' marks a setting with fewer finished seeds than planned: "
+        "it is shown as missing, not averaged.\n"
+    )
+    return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
+
+
+def _fmt(mean: float, std: float) -> str:
+    digits = 1 if abs(mean) >= 100 else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def regenerate(results_dir: Path) -> dict[str, Path]:
+    """Rebuild leaderboard.md/.csv and plots/ from ``results_dir/results.csv``."""
+    rows = read_results(results_dir / "results.csv")
+    board = leaderboard(rows)
+    out = {"leaderboard_csv": results_dir / "leaderboard.csv", "leaderboard_md": results_dir / "leaderboard.md"}
+    write_csv_atomic(board, out["leaderboard_csv"])
+    tmp = out["leaderboard_md"].with_suffix(".md.tmp")
+    tmp.write_text(leaderboard_markdown(board))
+    tmp.replace(out["leaderboard_md"])
+    plots = results_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    _metric_plots(rows, plots)
+    _image_figures(rows, results_dir, plots)
+    out["plots"] = plots
+    return out
+
+
+def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ok = rows[(rows["status"] == OK) & rows["metric"].notna() & (rows["metric"].astype(str) != "")]
+    for metric, sub in ok.groupby("metric"):
+        if metric in RUN_STATS:
+            continue
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique(), 3.2))
+        sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
+        sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, color="k", size=4, legend=False)
+        ax.set_title(f"{metric} (bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
+        ax.set_ylabel(metric)
+        ax.tick_params(axis="x", rotation=30)
+        fig.tight_layout()
+        fig.savefig(plots / f"metric_{metric}.png", dpi=110)
+        plt.close(fig)
+
+
+def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
+    """Per dataset × method: reconstructions and samples, and a latent traversal (lowest seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = rows.sort_values("seed").drop_duplicates(["dataset", "method"])
+    for _, r in first.iterrows():
+        path = results_dir / "cells" / str(r["cell_id"]) / "figures.npz"
+        if not path.is_file():
+            continue
+        arrays = dict(np.load(path))
+        stem = f"{r['dataset']}__{r['method']}"
+        panels = [(k, arrays[k]) for k in ("originals", "reconstructions", "samples") if k in arrays]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.2 * len(panels) + 0.3), squeeze=False)
+        for ax, (name, imgs) in zip(axes[:, 0], panels):
+            ax.imshow(_tile(imgs[None, :8] if name != "samples" else imgs.reshape(2, -1, *imgs.shape[1:])), cmap="gray", vmin=0, vmax=1)
+            ax.set_ylabel(name, fontsize=8)
+            ax.set_xticks([]); ax.set_yticks([])
+        fig.suptitle(f"{r['method']} on {r['dataset']} (seed {r['seed']})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(plots / f"{stem}__images.png", dpi=110)
+        plt.close(fig)
+        if "traversal" in arrays:
+            trav = arrays["traversal"]
+            fig, ax = plt.subplots(figsize=(0.6 * trav.shape[1] + 0.8, 0.6 * trav.shape[0] + 0.6))
+            ax.imshow(_tile(trav), cmap="gray", vmin=0, vmax=1)
+            ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
+            ax.set_yticklabels([f"z{i}" for i in range(trav.shape[0])], fontsize=7)
+            ax.set_xticks([])
+            ax.set_title(f"{r['method']}: latent traversal (2nd→98th percentile)", fontsize=9)
+            fig.tight_layout()
+            fig.savefig(plots / f"{stem}__traversal.png", dpi=110)
+            plt.close(fig)
+
+
+def _tile(grid: np.ndarray) -> np.ndarray:
+    """(rows, cols, C, H, W) → one (rows·H, cols·W[, C]) image."""
+    rows, cols, c, h, w = grid.shape
+    img = grid.astype(np.float32).transpose(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
+    return img[..., 0] if c == 1 else np.clip(img, 0, 1)

@@ -1,0 +1,193 @@
+"""Run a grid of cells: train, evaluate, write each cell's outputs atomically into its folder.
+
+A cell folder ``<results>/cells/<cell id>/`` holds ``config.json``, ``model.pt`` (written
+after training), ``figures.npz`` (images for the report) and finally ``rows.csv``. A cell
+whose ``rows.csv`` has only ``ok`` rows is finished and skipped on the next run, so a killed
+run resumes where it stopped; a cell with a checkpoint but no rows (killed during
+evaluation) reloads the checkpoint instead of training again. A failing cell (exception,
+NaN loss, out of memory) writes ``failed`` rows with the reason and the grid goes on.
+
+Cells are independent, so ``shard=(i, n)`` runs every n-th cell: n processes or cluster
+jobs with the same results folder share a grid without coordination.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bench import registry
+from bench.config import Cell, Profile
+from bench.results import (
+    FAILED, OK, git_commit, package_versions, read_cell_rows, rows_frame, write_csv_atomic, write_json_atomic,
+)
+
+
+@dataclass
+class RunSummary:
+    cells: int
+    skipped: int
+    ran: int
+    failed: list[str]
+    results_csv: Path
+
+
+def run_profile(
+    profile: Profile,
+    results_dir: Path,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    device: str | None = None,
+    progress: bool = True,
+    report: bool = True,
+) -> RunSummary:
+    """Run (or resume) every cell of ``profile`` in this shard, then rebuild the results."""
+    from bench.adapter import resolve_device
+
+    cells = profile.cells()
+    index, count = shard
+    mine = [c for i, c in enumerate(cells) if i % count == index]
+    dev = str(resolve_device(device or profile.device))
+    context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev}
+    skipped, failed = 0, []
+    bar = tqdm(mine, desc=f"grid {profile.name}", unit="cell", disable=not progress)
+    for cell in bar:
+        folder = results_dir / "cells" / cell.id
+        bar.set_postfix_str(f"{cell.method}/{cell.dataset}/seed{cell.seed}")
+        if cell_finished(folder):
+            skipped += 1
+            continue
+        rows = run_cell(cell, folder, context, progress=progress)
+        if (rows["status"] != OK).any():
+            failed.append(f"{cell.method}/{cell.dataset}/seed{cell.seed} ({cell.id}): {rows['reason'].dropna().iloc[0]}")
+    results_csv = collect_results(cells, results_dir)
+    if report:
+        from bench.report import regenerate
+
+        regenerate(results_dir)
+    return RunSummary(len(mine), skipped, len(mine) - skipped, failed, results_csv)
+
+
+def cell_finished(folder: Path) -> bool:
+    rows = read_cell_rows(folder)
+    return rows is not None and bool((rows["status"] == OK).all())
+
+
+def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: bool = False) -> pd.DataFrame:
+    """Train and evaluate one cell; always returns (and writes) its rows, failed or not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({**dataclasses.asdict(cell), "cell_id": cell.id, "config_id": cell.config_id}, folder / "config.json")
+    base = {
+        "cell_id": cell.id, "config_id": cell.config_id, "profile": context["profile"], "method": cell.method,
+        "preset": cell.preset, "dataset": cell.dataset, "seed": cell.seed, "n_seeds_planned": cell.n_seeds_planned,
+        "params": json.dumps(cell.params, sort_keys=True), "packages": context["packages"],
+        "git_commit": context["git_commit"], "device": context["device"],
+    }
+    rows: list[dict[str, Any]] = []
+    fit_seconds = float("nan")
+    try:
+        cls = registry.methods().load(cell.method)
+        base["method_version"] = cls.version
+        dataset = registry.datasets().create(cell.dataset)
+        base["dataset_version"] = dataset.version
+        adapter, fit_seconds, fit_info = _fit_or_load(cls, cell, dataset, folder, context["device"], progress)
+        base["fit_seconds"] = fit_seconds
+        rows += [_row(base, name, value, OK) for name, value in fit_info.items()]
+        _write_figures(adapter, dataset, folder, cell.seed)
+        for metric_name, metric_params in cell.metrics.items():
+            rows += _evaluate(metric_name, metric_params, adapter, dataset, cell.seed, base)
+    except Exception as exc:  # the grid must go on; the reason is recorded, never lost
+        reason = f"{type(exc).__name__}: {exc}"
+        (folder / "error.txt").write_text(traceback.format_exc())
+        rows.append(_row({**base, "fit_seconds": fit_seconds}, "", float("nan"), FAILED, reason))
+    frame = rows_frame(rows)
+    write_csv_atomic(frame, folder / "rows.csv")
+    return frame
+
+
+def _fit_or_load(cls, cell: Cell, dataset, folder: Path, device: str, progress: bool):
+    checkpoint, info_path = folder / "model.pt", folder / "fit.json"
+    if checkpoint.is_file() and info_path.is_file():
+        adapter = cls.load(checkpoint)
+        info = json.loads(info_path.read_text())
+        if hasattr(adapter, "to"):
+            adapter.to(device)
+        return adapter, info["fit_seconds"], info["rows"]
+    adapter = cls(**cell.params)
+    start = time.perf_counter()
+    adapter.fit(dataset, seed=cell.seed, device=device, progress=progress)
+    seconds = time.perf_counter() - start
+    steps, batch = cell.params.get("steps"), cell.params.get("batch_size")
+    info_rows = {}
+    if steps and batch:
+        info_rows["train_images_per_s"] = steps * batch / seconds
+    history = getattr(adapter, "history_", None)
+    if history:
+        info_rows["final_loss"] = float(history[-1][1])
+    adapter.save(checkpoint)
+    write_json_atomic({"fit_seconds": seconds, "rows": info_rows}, info_path)
+    return adapter, seconds, info_rows
+
+
+def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, base: dict) -> list[dict]:
+    """Run one metric; its failure becomes a failed row, not the cell's end."""
+    entry = registry.metrics().get(name)
+    start = time.perf_counter()
+    try:
+        fn = entry.load()
+        values = fn(dataset, adapter.encode, np.random.RandomState(seed), **params)
+    except Exception as exc:
+        return [_row(base, name, float("nan"), FAILED, f"{type(exc).__name__}: {exc}", params,
+                     time.perf_counter() - start)]
+    seconds = time.perf_counter() - start
+    wanted = entry.meta.get("outputs", tuple(values))
+    return [_row(base, key, float(values[key]), OK, None, params, seconds) for key in wanted]
+
+
+def _row(base: dict, metric: str, value: float, status: str, reason: str | None = None,
+         metric_params: dict | None = None, eval_seconds: float | None = None) -> dict[str, Any]:
+    return {
+        **base, "metric": metric, "value": value, "status": status, "reason": reason,
+        "metric_params": json.dumps(metric_params or {}, sort_keys=True), "eval_seconds": eval_seconds,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: int = 7) -> None:
+    """Store the images the report draws: originals, reconstructions, samples, traversals."""
+    rng = np.random.default_rng(seed)
+    originals = dataset.images(np.sort(rng.choice(len(dataset), size=n, replace=False)))
+    arrays: dict[str, np.ndarray] = {"originals": originals, "samples": adapter.sample(n * 2, seed=seed)}
+    if "reconstruct" in adapter.capabilities:
+        arrays["reconstructions"] = adapter.reconstruct(originals)
+    if "decode" in adapter.capabilities:
+        codes = adapter.encode(dataset.images(rng.choice(len(dataset), size=256, replace=False)))
+        base_code = adapter.encode(originals[:1])[0]
+        lo, hi = np.percentile(codes, 2, axis=0), np.percentile(codes, 98, axis=0)
+        grid = np.repeat(base_code[None, None, :], codes.shape[1], axis=0).repeat(steps, axis=1)
+        for d in range(codes.shape[1]):
+            grid[d, :, d] = np.linspace(lo[d], hi[d], steps)
+        images = adapter.decode(grid.reshape(-1, codes.shape[1]).astype(np.float32))
+        arrays["traversal"] = images.reshape(codes.shape[1], steps, *images.shape[1:])
+    tmp = folder / "figures.tmp.npz"
+    np.savez_compressed(tmp, **{k: v.astype(np.float16) for k, v in arrays.items()})
+    tmp.replace(folder / "figures.npz")
+
+
+def collect_results(cells: list[Cell], results_dir: Path) -> Path:
+    """Concatenate the rows of ``cells`` into ``results.csv`` (cells not yet run are absent)."""
+    frames = [f for f in (read_cell_rows(results_dir / "cells" / c.id) for c in cells) if f is not None]
+    frame = pd.concat(frames, ignore_index=True) if frames else rows_frame([])
+    path = results_dir / "results.csv"
+    write_csv_atomic(frame, path)
+    return path

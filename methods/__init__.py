@@ -1,0 +1,14 @@
+"""Method adapters. One module per method family; one registration line per method here.
+
+Registration lines are lazy (``"module:Class"``), so listing methods imports no torch.
+To add a method: write ``methods/<name>.py`` with an :class:`bench.adapter.Adapter`
+subclass (``defaults``, ``presets``, ``fit/encode/sample``, ``state_dict``), then add one
+``METHODS.register(...)`` line below.
+"""
+
+from bench.registry import METHODS
+
+METHODS.register("ae", "methods.vae:AE", "deterministic convolutional autoencoder")
+METHODS.register("vae", "methods.vae:VAE", "VAE (Kingma & Welling 2014)")
+METHODS.register("beta-vae", "methods.vae:BetaVAE", "beta-VAE (Higgins et al. 2017), beta=4")
+METHODS.register("infovae", "methods.vae:InfoVAE", "InfoVAE / MMD-VAE (Zhao et al. 2019)")
