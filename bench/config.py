@@ -242,7 +242,7 @@ def _parse_profile(name: str, body: Any, path: Path) -> Profile:
 def _check_keys(table: dict[str, Any], schema: dict[str, Any], path: Path, prefix: str) -> None:
     for key, value in table.items():
         if key not in schema:
-            raise ConfigError(f"{path}: unknown key {prefix}{key!r}{did_you_mean(key, list(schema))}; accepted: {', '.join(schema)}")
+            raise ConfigError(f"{path}: unknown key '{prefix}{key}'{did_you_mean(key, list(schema))}; accepted: {', '.join(schema)}")
         expected = schema[key]
         if not isinstance(value, expected):
             raise ConfigError(

@@ -105,7 +105,7 @@ def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
             continue
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique(), 3.2))
         sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
-        sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, color="k", size=4, legend=False)
+        sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, palette="dark:k", size=4, legend=False)
         ax.set_title(f"{metric} (bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
         ax.set_ylabel(metric)
         ax.tick_params(axis="x", rotation=30)

@@ -166,12 +166,12 @@ def _row(base: dict, metric: str, value: float, status: str, reason: str | None 
 def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: int = 7) -> None:
     """Store the images the report draws: originals, reconstructions, samples, traversals."""
     rng = np.random.default_rng(seed)
-    originals = dataset.images(np.sort(rng.choice(len(dataset), size=n, replace=False)))
+    originals = dataset.images(np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False)))
     arrays: dict[str, np.ndarray] = {"originals": originals, "samples": adapter.sample(n * 2, seed=seed)}
     if "reconstruct" in adapter.capabilities:
         arrays["reconstructions"] = adapter.reconstruct(originals)
     if "decode" in adapter.capabilities:
-        codes = adapter.encode(dataset.images(rng.choice(len(dataset), size=256, replace=False)))
+        codes = adapter.encode(dataset.images(rng.choice(len(dataset), size=min(256, len(dataset)), replace=False)))
         base_code = adapter.encode(originals[:1])[0]
         lo, hi = np.percentile(codes, 2, axis=0), np.percentile(codes, 98, axis=0)
         grid = np.repeat(base_code[None, None, :], codes.shape[1], axis=0).repeat(steps, axis=1)

@@ -1,0 +1,195 @@
+"""DCI: disentanglement, completeness, informativeness (Eastwood & Williams 2018).
+
+"A Framework for the Quantitative Evaluation of Disentangled Representations" (ICLR 2018),
+§2, with gradient-boosted trees as the regressor, as implemented by disentanglement_lib
+(``disentanglement_lib/evaluation/metrics/dci.py``; study defaults ``num_train=10000``,
+``num_test=5000`` in ``config/unsupervised_study_v1/metric_configs/dci.gin``, sampling
+``batch_size=16``).
+
+For each factor ``k`` a ``GradientBoostingClassifier`` (scikit-learn defaults) predicts the
+factor class from the codes. Its ``feature_importances_`` form column ``k`` of the
+importance matrix ``R`` (D codes x K factors), ``R[d, k]`` = relative importance of code
+``d`` for predicting factor ``k``.
+
+* Disentanglement (§2, "Disentanglement"): code ``d`` scores ``D_d = 1 - H_K(P_d.)`` where
+  ``P_d. = R[d, :] / sum_k R[d, k]`` and ``H_K`` is the entropy in base ``K``; the total is
+  ``sum_d rho_d D_d`` with ``rho_d = sum_k R[d, k] / sum R``.
+* Completeness (§2, "Completeness"): factor ``k`` scores
+  ``C_k = 1 - H_D(R[:, k] / sum_d R[d, k])``; the total weights ``C_k`` by the factor's
+  share of the total importance, as the reference does.
+* Informativeness (§2): the reference reports the mean classification *accuracy* over
+  factors on the test codes (and on the training codes), not a prediction error.
+
+As in the reference, ``1e-11`` is added to every importance before normalising (so an
+all-zero row or column has uniform weights and entropy 1), and an all-zero matrix is
+weighted uniformly (scores 0).
+
+Deviations from the reference (documented):
+
+* Each classifier gets ``random_state=seed``; the reference passes none, so sklearn uses
+  the global NumPy RNG, which breaks ties between equally good split features (e.g.
+  duplicated codes) at random. :func:`dci` draws the seed from ``random_state`` after all
+  observations are sampled, so the sampled codes are the reference's.
+* With a single factor (or a single code) the base-1 entropy is undefined (the reference
+  gives NaN); the per-code (per-factor) score is then 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.stats
+from joblib import Parallel, delayed
+from sklearn.ensemble import GradientBoostingClassifier
+
+from bench.data.base import FactorDataset
+from bench.metrics.sampling import EncodeFn, RandomStateLike, as_random_state, generate_factor_code
+
+#: added to every importance before normalising, as in the reference
+_EPS = 1e-11
+
+
+def dci(
+    dataset: FactorDataset,
+    encode: EncodeFn,
+    random_state: RandomStateLike,
+    *,
+    num_train: int = 10000,
+    num_test: int = 5000,
+    batch_size: int = 16,
+    n_jobs: int | None = -1,
+) -> dict[str, float]:
+    """Sample train and test codes from ``dataset`` and compute DCI.
+
+    Draws ``num_train`` then ``num_test`` (factors, observation) pairs in batches of
+    ``batch_size`` (:func:`bench.metrics.sampling.generate_factor_code`, the reference's
+    draw order), then one integer from ``random_state`` that seeds the classifiers.
+
+    Returns:
+        ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness`` (mean test
+        accuracy) and ``dci_informativeness_train`` (mean training accuracy).
+    """
+    rs = as_random_state(random_state)
+    codes_train, factors_train = generate_factor_code(dataset, encode, num_train, rs, batch_size)
+    codes_test, factors_test = generate_factor_code(dataset, encode, num_test, rs, batch_size)
+    seed = int(rs.randint(2**31 - 1))
+    return dci_from_codes(codes_train, factors_train, codes_test, factors_test, n_jobs=n_jobs, seed=seed)
+
+
+def dci_from_codes(
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+    *,
+    n_jobs: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """DCI from codes (N, D) and factor classes (N, K) of a train and a test split.
+
+    ``n_jobs`` is passed to ``joblib.Parallel`` over the K per-factor fits (``None``: joblib's
+    default, i.e. sequential unless inside a ``joblib.parallel_config`` block; ``-1``: all
+    cores). Results do not depend on it.
+    """
+    importance, train_acc, test_acc = gbt_importance(
+        codes_train, factors_train, codes_test, factors_test, n_jobs=n_jobs, seed=seed
+    )
+    return {
+        "dci_disentanglement": disentanglement(importance),
+        "dci_completeness": completeness(importance),
+        "dci_informativeness": test_acc,
+        "dci_informativeness_train": train_acc,
+    }
+
+
+def gbt_importance(
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+    *,
+    n_jobs: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, float, float]:
+    """Fit one default ``GradientBoostingClassifier`` per factor.
+
+    Returns:
+        importance: (D, K) float64, ``|feature_importances_|`` of factor ``k``'s model in
+            column ``k``.
+        train_accuracy, test_accuracy: accuracies averaged over factors.
+    """
+    x_train, y_train = _check_split(codes_train, factors_train, "train")
+    x_test, y_test = _check_split(codes_test, factors_test, "test")
+    if x_train.shape[1] != x_test.shape[1] or y_train.shape[1] != y_test.shape[1]:
+        raise ValueError("train and test splits must have the same number of codes and factors")
+    # largest class counts first: the slowest fits start first, balancing the workers
+    order = sorted(range(y_train.shape[1]), key=lambda k: -len(np.unique(y_train[:, k])))
+    done = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_factor)(x_train, y_train[:, k], x_test, y_test[:, k], seed) for k in order
+    )
+    fits = [fit for _, fit in sorted(zip(order, done))]
+    importance = np.stack([f[0] for f in fits], axis=1).astype(np.float64)
+    train_accuracy = float(np.mean([f[1] for f in fits]))
+    test_accuracy = float(np.mean([f[2] for f in fits]))
+    return importance, train_accuracy, test_accuracy
+
+
+def disentanglement_per_code(importance_matrix: np.ndarray) -> np.ndarray:
+    """``1 - H_K`` of each code's normalised importance row (paper §2), shape (D,)."""
+    num_factors = importance_matrix.shape[1]
+    if num_factors == 1:
+        return np.ones(importance_matrix.shape[0])
+    return 1.0 - scipy.stats.entropy(importance_matrix.T + _EPS, base=num_factors)
+
+
+def disentanglement(importance_matrix: np.ndarray) -> float:
+    """Importance-weighted mean of :func:`disentanglement_per_code` (weights ``rho_d``)."""
+    importance_matrix = np.asarray(importance_matrix, dtype=np.float64)
+    per_code = disentanglement_per_code(importance_matrix)
+    weights = _uniform_if_zero(importance_matrix)
+    code_share = weights.sum(axis=1) / weights.sum()
+    return float(np.sum(per_code * code_share))
+
+
+def completeness_per_factor(importance_matrix: np.ndarray) -> np.ndarray:
+    """``1 - H_D`` of each factor's normalised importance column (paper §2), shape (K,)."""
+    num_codes = importance_matrix.shape[0]
+    if num_codes == 1:
+        return np.ones(importance_matrix.shape[1])
+    return 1.0 - scipy.stats.entropy(importance_matrix + _EPS, base=num_codes)
+
+
+def completeness(importance_matrix: np.ndarray) -> float:
+    """Importance-weighted mean of :func:`completeness_per_factor` (reference weighting)."""
+    importance_matrix = np.asarray(importance_matrix, dtype=np.float64)
+    per_factor = completeness_per_factor(importance_matrix)
+    weights = _uniform_if_zero(importance_matrix)
+    factor_share = weights.sum(axis=0) / weights.sum()
+    return float(np.sum(per_factor * factor_share))
+
+
+def _uniform_if_zero(importance_matrix: np.ndarray) -> np.ndarray:
+    """The matrix itself, or all ones when it sums to zero (uniform weights)."""
+    if importance_matrix.sum() == 0.0:
+        return np.ones_like(importance_matrix)
+    return importance_matrix
+
+
+def _fit_factor(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
+) -> tuple[np.ndarray, float, float]:
+    """Fit one factor's classifier; return (|importances| (D,), train acc, test acc)."""
+    model = GradientBoostingClassifier(random_state=seed)
+    model.fit(x_train, y_train)
+    importances = np.abs(model.feature_importances_)
+    train_acc = float(np.mean(model.predict(x_train) == y_train))
+    test_acc = float(np.mean(model.predict(x_test) == y_test))
+    return importances, train_acc, test_acc
+
+
+def _check_split(codes: np.ndarray, factors: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one split: codes (N, D) float, factors (N, K) int, same N."""
+    x = np.asarray(codes, dtype=np.float64)
+    y = np.asarray(factors)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: codes must be (N, D) and factors (N, K) with equal N, got {x.shape}, {y.shape}")
+    return x, y

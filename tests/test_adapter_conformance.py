@@ -1,0 +1,123 @@
+"""One conformance suite run over every registered method (scikit-learn's check_estimator idea)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import registry
+from bench.adapter import CAPABILITIES, NotFittedError
+
+METHODS = registry.methods().names()
+FAST = {"steps": 6, "batch_size": 8, "log_every": 3}
+
+
+def _fit(name, data, seed=0, **over):
+    cls = registry.methods().load(name)
+    return cls.from_preset("tiny", **{**FAST, **over}).fit(data, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def fitted(request):
+    from tests.conftest import TinyBars
+
+    return {name: _fit(name, TinyBars()) for name in METHODS}
+
+
+def test_registry_has_the_autoencoder_family():
+    assert {"ae", "vae", "beta-vae", "infovae"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_declares_known_capabilities_and_presets(name):
+    cls = registry.methods().load(name)
+    assert set(cls.capabilities) <= CAPABILITIES
+    assert {"tiny", "paper"} <= set(cls.presets)
+    for preset in cls.presets.values():
+        cls.check_params(preset)  # every preset is valid
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_constructor_only_stores_params(name):
+    cls = registry.methods().load(name)
+    adapter = cls(lr=0.5)
+    assert adapter.get_params()["lr"] == 0.5
+    assert set(adapter.get_params()) == set(cls.defaults)
+    with pytest.raises(ValueError, match="did you mean 'lr'"):
+        cls(lrr=0.1)
+    with pytest.raises(TypeError, match="'steps' must be int"):
+        cls(steps="many")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_encode_before_fit_raises_clear_error(name, tiny_data):
+    adapter = registry.methods().load(name).from_preset("tiny")
+    with pytest.raises(NotFittedError, match="not fitted"):
+        adapter.encode(tiny_data.images([0, 1]))
+    with pytest.raises(NotFittedError):
+        adapter.sample(2)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_shapes_and_ranges(name, fitted, tiny_data):
+    adapter = fitted[name]
+    x = tiny_data.images(np.arange(5))
+    codes = adapter.encode(x)
+    assert codes.shape == (5, adapter.code_dim) and codes.dtype == np.float32
+    samples = adapter.sample(3, seed=1)
+    assert samples.shape == (3, *tiny_data.image_shape)
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    if "reconstruct" in adapter.capabilities:
+        assert adapter.reconstruct(x).shape == x.shape
+    if "decode" in adapter.capabilities:
+        assert adapter.decode(codes).shape == x.shape
+    if "stochastic_encode" in adapter.capabilities:
+        a = adapter.encode(x, stochastic=True, seed=3)
+        b = adapter.encode(x, stochastic=True, seed=3)
+        np.testing.assert_array_equal(a, b)
+        assert not np.allclose(a, codes)
+    else:
+        with pytest.raises(TypeError):
+            adapter.encode(x, stochastic=True)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_wrong_image_shape_is_rejected(name, fitted):
+    with pytest.raises(ValueError, match="expected images of shape"):
+        fitted[name].encode(np.zeros((2, 1, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_results_on_cpu(name, fitted, tiny_data):
+    again = _fit(name, tiny_data, seed=0)
+    x = tiny_data.images(np.arange(6))
+    np.testing.assert_array_equal(again.encode(x), fitted[name].encode(x))
+    np.testing.assert_array_equal(again.sample(4, seed=2), fitted[name].sample(4, seed=2))
+    other = _fit(name, tiny_data, seed=1)
+    assert not np.array_equal(other.encode(x), again.encode(x))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_save_load_round_trip(name, fitted, tiny_data, tmp_path):
+    adapter = fitted[name]
+    path = tmp_path / "model.pt"
+    adapter.save(path)
+    loaded = type(adapter).load(path)
+    x = tiny_data.images(np.arange(6))
+    np.testing.assert_array_equal(loaded.encode(x), adapter.encode(x))
+    np.testing.assert_array_equal(loaded.sample(3, seed=5), adapter.sample(3, seed=5))
+    assert loaded.get_params() == adapter.get_params()
+
+
+def test_load_rejects_a_checkpoint_of_another_method(fitted, tmp_path):
+    path = tmp_path / "ae.pt"
+    fitted["ae"].save(path)
+    with pytest.raises(ValueError, match="expected 'methods.vae:VAE'"):
+        registry.methods().load("vae").load(path)
+
+
+def test_nan_loss_raises_diverged_error(tiny_data):
+    from bench.adapter import DivergedError
+
+    with pytest.raises(DivergedError, match="lower the learning rate"):
+        _fit("vae", tiny_data, lr=1e12, steps=30, log_every=10)

@@ -1,0 +1,141 @@
+"""The runner: a whole grid end to end, resume after a kill, failures recorded, exit status."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import registry
+from bench.cli import main
+from bench.config import load_config
+from bench.runner import run_profile
+
+if "tiny-bars" not in registry.datasets():
+    registry.datasets().register("tiny-bars", "tests.conftest:TinyBars", "16x16 test bars (tests only)")
+
+GRID = """
+[profiles.t]
+methods = ["ae", "beta-vae"]
+datasets = ["tiny-bars"]
+seeds = [0, 1]
+preset = "tiny"
+metrics = ["factorvae", "dci"]
+device = "cpu"
+results = "out"
+[profiles.t.overrides."*"]
+steps = 6
+batch_size = 8
+log_every = 3
+[profiles.t.metric_params.factorvae]
+num_variance_estimate = 64
+num_train = 20
+num_eval = 10
+batch_size = 8
+[profiles.t.metric_params.dci]
+num_train = 60
+num_test = 30
+"""
+
+
+def grid(tmp_path: Path, text: str = GRID):
+    path = tmp_path / "bench.toml"
+    path.write_text(textwrap.dedent(text))
+    config = load_config(path)
+    profile = config.profile("t")
+    return profile, config.results_dir(profile)
+
+
+def test_grid_end_to_end_writes_tidy_rows_leaderboard_and_plots(tmp_path):
+    profile, out = grid(tmp_path)
+    summary = run_profile(profile, out, progress=False)
+    assert (summary.cells, summary.ran, summary.failed) == (4, 4, [])
+    rows = pd.read_csv(out / "results.csv")
+    metrics = {"factorvae", "dci_disentanglement", "dci_completeness", "dci_informativeness"}
+    assert metrics <= set(rows["metric"])
+    assert (rows["status"] == "ok").all()
+    # one row per cell x metric, with the context a reader needs
+    per_cell = rows[rows["metric"].isin(metrics)].groupby("cell_id").size()
+    assert len(per_cell) == 4 and (per_cell == 4).all()
+    for col in ("method", "dataset", "seed", "params", "packages", "git_commit", "device", "fit_seconds"):
+        assert rows[col].notna().all(), col
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["method"]) == {"ae", "beta-vae"} and (board["seeds"] == "2/2").all()
+    assert "factorvae" in (out / "leaderboard.md").read_text()
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert "metric_factorvae.png" in plots
+    assert "tiny-bars__beta-vae__images.png" in plots and "tiny-bars__beta-vae__traversal.png" in plots
+
+
+def test_killed_run_resumes_only_missing_cells(tmp_path, monkeypatch):
+    import bench.runner as runner
+
+    profile, out = grid(tmp_path)
+    real, calls = runner.run_cell, []
+
+    def dies_on_third(cell, *args, **kwargs):
+        calls.append(cell.id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user presses Ctrl-C (or the job is killed) mid-grid
+        return real(cell, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(profile, out, progress=False)
+    finished = {p.parent.name for p in (out / "cells").glob("*/rows.csv")}
+    assert len(finished) == 2
+
+    monkeypatch.setattr(runner, "run_cell", real)
+    summary = run_profile(profile, out, progress=False)
+    assert (summary.skipped, summary.ran, summary.failed) == (2, 2, [])
+    assert len(set(pd.read_csv(out / "results.csv")["cell_id"])) == 4
+
+
+def test_checkpoint_of_a_cell_killed_during_evaluation_is_reused(tmp_path):
+    profile, out = grid(tmp_path)
+    run_profile(profile, out, progress=False, report=False)
+    cell = profile.cells()[0]
+    folder = out / "cells" / cell.id
+    (folder / "rows.csv").unlink()  # killed after training, before the rows were written
+    mtime = (folder / "model.pt").stat().st_mtime_ns
+    summary = run_profile(profile, out, progress=False, report=False)
+    assert summary.ran == 1
+    assert (folder / "model.pt").stat().st_mtime_ns == mtime  # loaded, not retrained
+
+
+def test_nan_loss_fails_the_cell_with_a_reason_and_the_grid_goes_on(tmp_path):
+    text = GRID + "[profiles.t.overrides.beta-vae]\nlr = 1e12\nsteps = 30\n"
+    profile, out = grid(tmp_path, text)
+    summary = run_profile(profile, out, progress=False)
+    assert len(summary.failed) == 2 and all("NaN" in f for f in summary.failed)
+    rows = pd.read_csv(out / "results.csv")
+    failed = rows[rows["status"] == "failed"]
+    assert set(failed["method"]) == {"beta-vae"} and failed["reason"].str.contains("DivergedError").all()
+    assert (rows[rows["method"] == "ae"]["status"] == "ok").all()
+    board = (out / "leaderboard.md").read_text()
+    assert "| tiny-bars | beta-vae | 0/2 | — (0 seeds)" in board
+
+
+def test_cli_exit_status_counts_failed_cells(tmp_path, capsys):
+    text = GRID + "[profiles.t.overrides.beta-vae]\nlr = 1e12\nsteps = 30\n"
+    path = tmp_path / "bench.toml"
+    path.write_text(textwrap.dedent(text))
+    assert main(["run", "--config", str(path), "--profile", "t", "--no-progress"]) == 2
+    assert "2 failed" in capsys.readouterr().out
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bench.toml"
+    path.write_text(GRID.replace('"beta-vae"]', '"beta_vae"]'))
+    assert main(["run", "--config", str(path), "--profile", "t"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'beta_vae'" in err and "did you mean 'beta-vae'" in err and "Traceback" not in err
+
+
+def test_shards_partition_the_grid(tmp_path):
+    profile, out = grid(tmp_path)
+    a = run_profile(profile, out, shard=(0, 2), progress=False, report=False)
+    b = run_profile(profile, out, shard=(1, 2), progress=False, report=False)
+    assert (a.ran, b.ran, b.skipped) == (2, 2, 0)
