@@ -22,7 +22,7 @@ COLUMNS = [
     "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "metric_params",
     "packages", "git_commit", "device", "fit_seconds", "eval_seconds", "timestamp",
 ]
-OK, FAILED = "ok", "failed"
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:

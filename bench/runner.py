@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from bench import registry
 from bench.config import Cell, Profile
 from bench.results import (
-    FAILED, OK, git_commit, package_versions, read_cell_rows, rows_frame, write_csv_atomic, write_json_atomic,
+    FAILED, OK, SKIPPED, git_commit, package_versions, read_cell_rows, rows_frame, write_csv_atomic, write_json_atomic,
 )
 
 
@@ -68,7 +68,7 @@ def run_profile(
             skipped += 1
             continue
         rows = run_cell(cell, folder, context, progress=progress)
-        if (rows["status"] != OK).any():
+        if (rows["status"] == FAILED).any():
             failed.append(f"{cell.method}/{cell.dataset}/seed{cell.seed} ({cell.id}): {rows['reason'].dropna().iloc[0]}")
     results_csv = collect_results(cells, results_dir)
     if report:
@@ -80,7 +80,7 @@ def run_profile(
 
 def cell_finished(folder: Path) -> bool:
     rows = read_cell_rows(folder)
-    return rows is not None and bool((rows["status"] == OK).all())
+    return rows is not None and not bool((rows["status"] == FAILED).any())
 
 
 def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: bool = False) -> pd.DataFrame:
@@ -139,19 +139,28 @@ def _fit_or_load(cls, cell: Cell, dataset, folder: Path, device: str, progress: 
     return adapter, seconds, info_rows
 
 
+_CONTRACTS = {"factors": "FactorDataset", "labels": "LabelledDataset", "attributes": "AttributeDataset"}
+
+
 def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, base: dict) -> list[dict]:
-    """Run one metric; its failure becomes a failed row, not the cell's end."""
+    """Run one metric; an unmet requirement is a skipped row, a failure a failed row."""
+    from bench.data import base as data_base
+
     entry = registry.metrics().get(name)
+    requires, uses, capability = entry.meta.get("requires"), entry.meta.get("uses", "encode"), entry.meta.get("capability")
+    if requires and not isinstance(dataset, getattr(data_base, _CONTRACTS[requires])):
+        return [_row(base, name, float("nan"), SKIPPED, f"dataset {dataset.name!r} has no {requires}", params)]
+    if capability and capability not in adapter.capabilities:
+        return [_row(base, name, float("nan"), SKIPPED, f"method does not declare {capability!r}", params)]
     start = time.perf_counter()
     try:
-        fn = entry.load()
-        values = fn(dataset, adapter.encode, np.random.RandomState(seed), **params)
+        values = entry.load()(dataset, getattr(adapter, uses), np.random.RandomState(seed), **params)
     except Exception as exc:
         return [_row(base, name, float("nan"), FAILED, f"{type(exc).__name__}: {exc}", params,
                      time.perf_counter() - start)]
     seconds = time.perf_counter() - start
     wanted = entry.meta.get("outputs", tuple(values))
-    return [_row(base, key, float(values[key]), OK, None, params, seconds) for key in wanted]
+    return [_row(base, key, float(values[key]), OK, None, params, seconds) for key in wanted if key in values]
 
 
 def _row(base: dict, metric: str, value: float, status: str, reason: str | None = None,

@@ -116,3 +116,27 @@ def _randint(random_state, high: int, size: int) -> np.ndarray:
     if isinstance(random_state, np.random.Generator):
         return random_state.integers(0, high, size=size)
     return random_state.randint(high, size=size)
+
+
+class LabelledDataset(ImageDataset):
+    """A dataset with one integer class label per item (MNIST, Fashion-MNIST, CIFAR-10)."""
+
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @abc.abstractmethod
+    def labels(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Class labels (n,) int64 of the items at ``indices``."""
+
+
+class AttributeDataset(ImageDataset):
+    """A dataset with binary attributes per item (CelebA's 40), for TAD and AUROC probes."""
+
+    attribute_names: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def attributes(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Binary attributes (n, A) int64 in {0, 1} of the items at ``indices``."""
