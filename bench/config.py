@@ -22,6 +22,10 @@ Layout::
     beta = [1.0, 4.0, 8.0]
     [profiles.smoke.metric_params.factorvae]
     num_train = 1000
+    representation = "sampled"         # score z ~ q(z|x) instead of the mean codes
+
+A top-level ``data_root = "path"`` (relative to bench.toml) sets where downloaded datasets
+live; the environment variable ``BENCH_DATA_ROOT`` is used when it is absent.
 
 Everything is checked here, before any training: unknown keys, wrong types, unknown
 method/dataset/metric/preset names and unknown hyperparameters all raise
@@ -61,7 +65,9 @@ _PROFILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "sweep": dict,
     "metric_params": dict,
 }
-_TOP_KEYS = {"default_profile": str, "profiles": dict}
+_TOP_KEYS = {"default_profile": str, "data_root": str, "profiles": dict}
+#: which codes a code-based metric scores: mean codes, or codes sampled from q(z|x)
+REPRESENTATIONS = ("mean", "sampled")
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ class Config:
     path: Path
     default_profile: str
     profiles: dict[str, Profile]
+    data_root: Path | None = None
 
     def profile(self, name: str | None = None) -> Profile:
         name = name or self.default_profile
@@ -173,7 +180,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError(
             f"{path}: default_profile = {default!r} is not a profile{did_you_mean(default, list(profiles))}"
         )
-    return Config(path, default, profiles)
+    data_root = (path.parent / raw["data_root"]).resolve() if "data_root" in raw else None
+    return Config(path, default, profiles, data_root)
 
 
 def _parse_profile(name: str, body: Any, path: Path) -> Profile:
@@ -228,6 +236,10 @@ def _parse_profile(name: str, body: Any, path: Path) -> Profile:
             raise ConfigError(f"{path}: {mkey} must be a table")
         accepted = _metric_param_names(metric)
         for key in params:
+            if key == "representation":
+                if params[key] not in REPRESENTATIONS:
+                    raise ConfigError(f"{path}: {mkey}.representation = {params[key]!r}; expected one of {REPRESENTATIONS}")
+                continue
             if key not in accepted:
                 raise ConfigError(
                     f"{path}: {mkey}.{key}: unknown parameter{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
@@ -284,6 +296,8 @@ def _check_params(cls: type, params: dict[str, Any], path: Path, key: str) -> No
 
 
 def _metric_param_names(metric: str) -> list[str]:
-    fn = registry.metrics().load(metric)
-    sig = inspect.signature(fn)
-    return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+    """Keyword-only parameters of the metric, plus ``representation`` for code-based metrics."""
+    entry = registry.metrics().get(metric)
+    sig = inspect.signature(entry.load())
+    names = [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+    return names + (["representation"] if entry.meta.get("uses", "encode") == "encode" else [])

@@ -14,6 +14,7 @@ jobs with the same results folder share a grid without coordination.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 import traceback
@@ -152,15 +153,27 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
         return [_row(base, name, float("nan"), SKIPPED, f"dataset {dataset.name!r} has no {requires}", params)]
     if capability and capability not in adapter.capabilities:
         return [_row(base, name, float("nan"), SKIPPED, f"method does not declare {capability!r}", params)]
+    call_params = dict(params)
+    fn = getattr(adapter, uses)
+    if call_params.pop("representation", "mean") == "sampled":
+        if "stochastic_encode" not in adapter.capabilities:
+            return [_row(base, name, float("nan"), SKIPPED, "sampled codes need a stochastic encoder", params)]
+        fn = _sampled_encoder(adapter, seed)
     start = time.perf_counter()
     try:
-        values = entry.load()(dataset, getattr(adapter, uses), np.random.RandomState(seed), **params)
+        values = entry.load()(dataset, fn, np.random.RandomState(seed), **call_params)
     except Exception as exc:
         return [_row(base, name, float("nan"), FAILED, f"{type(exc).__name__}: {exc}", params,
                      time.perf_counter() - start)]
     seconds = time.perf_counter() - start
     wanted = entry.meta.get("outputs", tuple(values))
     return [_row(base, key, float(values[key]), OK, None, params, seconds) for key in wanted if key in values]
+
+
+def _sampled_encoder(adapter, seed: int):
+    """``encode`` drawing z ~ q(z|x) with fresh, reproducible noise on every call."""
+    calls = itertools.count()
+    return lambda x: adapter.encode(x, stochastic=True, seed=seed * 1_000_003 + next(calls))
 
 
 def _row(base: dict, metric: str, value: float, status: str, reason: str | None = None,

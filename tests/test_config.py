@@ -68,6 +68,8 @@ def test_the_repository_bench_toml_is_valid():
         (lambda s: s.replace('preset = "tiny"', 'preset = "huge"'), r"preset = 'huge'.*has no such preset"),
         (lambda s: s.replace('default_profile = "smoke"', 'default_profile = "smok"'), r"did you mean 'smoke'"),
         (lambda s: s.replace('seeds = [0, 1]', 'seeds = [0, 0]'), r"seeds has duplicates"),
+        (lambda s: s.replace('num_train = 100', 'representation = "median"'), r"representation = 'median'; expected one of"),
+        (lambda s: 'data_root = 3\n' + s, r"data_root must be a str"),
     ],
 )
 def test_bad_config_names_file_key_and_suggestion(tmp_path, change, message):

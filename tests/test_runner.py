@@ -139,3 +139,14 @@ def test_shards_partition_the_grid(tmp_path):
     a = run_profile(profile, out, shard=(0, 2), progress=False, report=False)
     b = run_profile(profile, out, shard=(1, 2), progress=False, report=False)
     assert (a.ran, b.ran, b.skipped) == (2, 2, 0)
+
+
+def test_sampled_representation_scores_stochastic_codes_and_skips_deterministic_ones(tmp_path):
+    text = GRID.replace("num_train = 60\n", "num_train = 60\nrepresentation = \"sampled\"\n")
+    profile, out = grid(tmp_path, text)
+    run_profile(profile, out, progress=False, report=False)
+    rows = pd.read_csv(out / "results.csv")
+    dci = rows[rows["metric_params"].str.contains("sampled")]
+    assert set(dci[dci["method"] == "beta-vae"]["status"]) == {"ok"}
+    ae = dci[dci["method"] == "ae"]
+    assert set(ae["status"]) == {"skipped"} and ae["reason"].str.contains("stochastic encoder").all()
