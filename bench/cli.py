@@ -77,6 +77,10 @@ def _cmd_run(args) -> int:
 
     config = load_config(args.config)
     profile = config.profile(args.profile)
+    if config.data_root is not None:
+        from bench.data.root import set_data_root
+
+        set_data_root(config.data_root)
     cells = profile.cells()
     results_dir = Path(args.results).resolve() if args.results else config.results_dir(profile)
     print(f"profile {profile.name!r}: {len(cells)} cells "
