@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from bench import registry
@@ -109,6 +110,8 @@ def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: boo
             rows += _evaluate(metric_name, metric_params, adapter, dataset, cell.seed, base)
     except Exception as exc:  # the grid must go on; the reason is recorded, never lost
         reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()  # free the failed cell's memory for the next one
         (folder / "error.txt").write_text(traceback.format_exc())
         rows.append(_row({**base, "fit_seconds": fit_seconds}, "", float("nan"), FAILED, reason))
     frame = rows_frame(rows)

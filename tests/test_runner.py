@@ -150,3 +150,13 @@ def test_sampled_representation_scores_stochastic_codes_and_skips_deterministic_
     assert set(dci[dci["method"] == "beta-vae"]["status"]) == {"ok"}
     ae = dci[dci["method"] == "ae"]
     assert set(ae["status"]) == {"skipped"} and ae["reason"].str.contains("stochastic encoder").all()
+
+
+def test_bench_leaderboard_regenerates_results_from_the_table(tmp_path, capsys):
+    profile, out = grid(tmp_path)
+    run_profile(profile, out, progress=False, report=False)
+    assert not (out / "leaderboard.md").exists()
+    assert main(["leaderboard", "--results", str(out)]) == 0
+    assert (out / "leaderboard.md").is_file() and (out / "plots" / "metric_dci_completeness.png").is_file()
+    assert main(["leaderboard", "--results", str(tmp_path / "nowhere")]) == 2
+    assert "run `bench run` first" in capsys.readouterr().err

@@ -1,0 +1,37 @@
+"""The leaderboard is a pure function of the rows: mean ± std over complete settings only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.report import leaderboard, leaderboard_markdown
+
+
+def rows(values: dict[tuple[str, int], float], planned: int = 3, failed: tuple = ()) -> pd.DataFrame:
+    out = []
+    for (method, seed), value in values.items():
+        status = "failed" if (method, seed) in failed else "ok"
+        out.append({"dataset": "d", "method": method, "config_id": "c", "seed": seed, "n_seeds_planned": planned,
+                    "metric": "factorvae" if status == "ok" else "", "value": value if status == "ok" else np.nan,
+                    "status": status})
+    return pd.DataFrame(out)
+
+
+def test_mean_and_std_over_seeds():
+    board = leaderboard(rows({("a", 0): 0.5, ("a", 1): 0.7, ("a", 2): 0.9}))
+    assert board.loc[0, "seeds"] == "3/3"
+    assert np.isclose(board.loc[0, "factorvae_mean"], 0.7)
+    assert np.isclose(board.loc[0, "factorvae_std"], 0.2)  # sample std (ddof=1) over seeds
+    assert "0.700 ± 0.200" in leaderboard_markdown(board)
+
+
+def test_incomplete_setting_is_missing_not_averaged():
+    # seed 2 never ran (killed) for b; seed 1 failed for c
+    data = rows({("a", 0): 0.5, ("a", 1): 0.7, ("a", 2): 0.9, ("b", 0): 0.1, ("b", 1): 0.2,
+                 ("c", 0): 0.3, ("c", 1): 0.0, ("c", 2): 0.4}, failed=(("c", 1),))
+    board = leaderboard(data).set_index("method")
+    assert np.isnan(board.loc["b", "factorvae_mean"]) and board.loc["b", "seeds"] == "2/3"
+    assert np.isnan(board.loc["c", "factorvae_mean"]) and board.loc["c", "seeds"] == "2/3"
+    md = leaderboard_markdown(board.reset_index())
+    assert "| d | b | 2/3 | — (2 seeds) |" in md
