@@ -52,7 +52,7 @@ def data_root() -> Path:
 def describe_root() -> str:
     """One line saying which root is in use and why (for error messages and `bench data ls`)."""
     if _explicit is not None:
-        why = "set explicitly (bench.toml data_root)"
+        why = "set explicitly: bench data --root or bench.toml data_root"
     elif os.environ.get(ENV_VAR, "").strip():
         why = f"from ${ENV_VAR}"
     else:
