@@ -1,4 +1,4 @@
-"""The ``bench`` command line: ``run``, ``ls``, ``leaderboard``.
+"""The ``bench`` command line: ``run``, ``ls``, ``leaderboard``, ``score``, ``data``.
 
 Heavy modules (torch, the runner) are imported inside the commands that need them, so
 ``bench ls`` and argument errors answer at once.
@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list registered methods, datasets and metrics")
     ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"], help="only this registry")
 
+    from bench import score
+    from bench.data import cli as data_cli
+
+    score.add_parser(sub)
+    data_cli.add_parser(sub)
+
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard and plots from results.csv")
     lb.add_argument("--results", default="results", help="results folder (default: results)")
     return p
@@ -45,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _cmd_run, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard}[args.command](args)
+        commands = {"run": _cmd_run, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; run the same command again to resume", file=sys.stderr)
         return 130
@@ -99,6 +106,18 @@ def _cmd_run(args) -> int:
         print(f"  FAILED {line}", file=sys.stderr)
     print(f"results: {summary.results_csv}\nleaderboard: {results_dir / 'leaderboard.md'}")
     return min(len(summary.failed), 100)
+
+
+def _cmd_score(args) -> int:
+    from bench import score
+
+    return score.run(args)
+
+
+def _cmd_data(args) -> int:
+    from bench.data import cli as data_cli
+
+    return data_cli.run(args)
 
 
 def _cmd_leaderboard(args) -> int:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from bench import registry
 from bench.config import Cell, Profile
+from bench.metrics import MetricUnavailableError
 from bench.results import (
     FAILED, OK, SKIPPED, git_commit, package_versions, read_cell_rows, rows_frame, write_csv_atomic, write_json_atomic,
 )
@@ -165,6 +166,8 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
     start = time.perf_counter()
     try:
         values = entry.load()(dataset, fn, np.random.RandomState(seed), **call_params)
+    except MetricUnavailableError as exc:
+        return [_row(base, name, float("nan"), SKIPPED, str(exc), params, time.perf_counter() - start)]
     except Exception as exc:
         return [_row(base, name, float("nan"), FAILED, f"{type(exc).__name__}: {exc}", params,
                      time.perf_counter() - start)]
