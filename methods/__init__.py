@@ -12,3 +12,6 @@ METHODS.register("ae", "methods.vae:AE", "deterministic convolutional autoencode
 METHODS.register("vae", "methods.vae:VAE", "VAE (Kingma & Welling 2014)")
 METHODS.register("beta-vae", "methods.vae:BetaVAE", "beta-VAE (Higgins et al. 2017), beta=4")
 METHODS.register("infovae", "methods.vae:InfoVAE", "InfoVAE / MMD-VAE (Zhao et al. 2019)")
+METHODS.register("ddpm", "methods.ddpm:DDPM", "vanilla DDPM (Ho et al. 2020); codes = DDIM-inverted x_T")
+METHODS.register("diffae", "methods.diffae:DiffAE", "diffusion autoencoder (Preechakul et al. 2022)")
+METHODS.register("infodiffusion", "methods.infodiffusion:InfoDiffusion", "InfoDiffusion (Wang et al. 2023), MMD prior term")

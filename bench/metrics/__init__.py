@@ -20,6 +20,14 @@ This module only holds registration lines; the implementations are imported lazi
 
 from bench.registry import METRICS
 
+
+class MetricUnavailableError(RuntimeError):
+    """A metric cannot be computed here (e.g. FID without Inception weights).
+
+    The runner records it as ``status=skipped`` with the message, never as a number.
+    """
+
+
 METRICS.register(
     "factorvae",
     "bench.metrics.factorvae:factor_vae_score",
@@ -35,4 +43,93 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("dci_disentanglement", "dci_completeness", "dci_informativeness"),
+)
+METRICS.register(
+    "tad",
+    "bench.metrics.attributes:tad",
+    "TAD and number of captured attributes (Yeats et al. 2022, NashAE); variant='infodiffusion' selectable",
+    uses="encode",
+    requires="attributes",
+    outputs=("tad", "tad_attributes"),
+)
+METRICS.register(
+    "auroc",
+    "bench.metrics.attributes:auroc",
+    "mean test AUROC of per-attribute logistic regressions on standardised codes, 5-fold (InfoDiffusion)",
+    uses="encode",
+    requires="attributes",
+    outputs=("auroc",),
+)
+METRICS.register(
+    "latent_accuracy",
+    "bench.metrics.attributes:latent_accuracy",
+    "logistic-regression accuracy predicting class labels from codes, 5-fold (InfoDiffusion)",
+    uses="encode",
+    requires="labels",
+    outputs=("latent_accuracy",),
+)
+METRICS.register(
+    "reconstruction",
+    "bench.metrics.reconstruction:reconstruction",
+    "reconstruction MSE, PSNR and SSIM (Wang et al. 2004 Gaussian window) on images in [0, 1]",
+    uses="reconstruct",
+    requires=None,
+    capability="reconstruct",
+    outputs=("mse", "psnr", "ssim"),
+)
+METRICS.register(
+    "fid",
+    "bench.metrics.fid:fid",
+    "FID with pytorch-fid's InceptionV3 (pool3, pt_inception-2015-12-05 weights), torch-only",
+    uses="sample",
+    requires=None,
+    outputs=("fid",),
+)
+METRICS.register(
+    "betavae",
+    "bench.metrics.betavae:betavae_score",
+    "BetaVAE score (Higgins et al. 2017), disentanglement_lib definition (logistic regression)",
+    uses="encode",
+    requires="factors",
+    outputs=("betavae",),
+)
+METRICS.register(
+    "mig",
+    "bench.metrics.mig:mig",
+    "Mutual Information Gap (Chen et al. 2018), 20-bin histogram estimate, normalised by factor entropy",
+    uses="encode",
+    requires="factors",
+    outputs=("mig",),
+)
+METRICS.register(
+    "sap",
+    "bench.metrics.sap:sap",
+    "SAP score (Kumar et al. 2018), per-code LinearSVC accuracy, top-two gap",
+    uses="encode",
+    requires="factors",
+    outputs=("sap",),
+)
+METRICS.register(
+    "modularity_explicitness",
+    "bench.metrics.modularity:modularity_explicitness",
+    "Modularity and Explicitness (Ridgeway & Mozer 2018), disentanglement_lib definition",
+    uses="encode",
+    requires="factors",
+    outputs=("modularity", "explicitness"),
+)
+METRICS.register(
+    "irs",
+    "bench.metrics.irs:irs",
+    "Interventional Robustness Score (Suter et al. 2019), diff_quantile 0.99",
+    uses="encode",
+    requires="factors",
+    outputs=("irs",),
+)
+METRICS.register(
+    "unsupervised",
+    "bench.metrics.unsupervised:unsupervised",
+    "Gaussian total correlation and mean pairwise mutual information of the codes (disentanglement_lib)",
+    uses="encode",
+    requires="factors",
+    outputs=("gaussian_tc", "mutual_info"),
 )

@@ -1,0 +1,368 @@
+"""The UNet denoiser ε_θ(x_t, t, z) and the semantic encoders built from its blocks.
+
+Architecture of DDPM's UNet (Ho et al. 2020, App. B, after PixelCNN++): a 3×3 head conv,
+``len(channel_mult)`` resolution levels of ``num_res_blocks`` residual blocks (GroupNorm,
+SiLU, 3×3 convs, dropout) with self-attention at the feature-map sides listed in
+``attention_resolutions``, a middle of two residual blocks (the first with attention), a
+mirrored up path with skip connections, and GroupNorm–SiLU–3×3 conv to ε̂. The timestep
+enters through a sinusoidal embedding (Vaswani et al. 2017, §3.5) and an MLP.
+
+Conditioning by **adaptive group normalisation** (AdaGN), with two layouts:
+
+* ``"joint"`` — DiffAE (Preechakul et al. 2022, eq. 5): one normalisation per block,
+  ``AdaGN(h, t, z) = (1 + z_s) ⊙ ((1 + t_s) ⊙ GN(h) + t_b)``, with (t_s, t_b) an affine map
+  of the time embedding and z_s an affine map of SiLU(z) (phizaz/diffae
+  ``model/blocks.py: apply_conditions``, ``TimeStyleSeperateEmbed``: z enters directly).
+* ``"separate"`` — InfoDiffusion's reference (isjakewong/InfoDiffusion, dev branch,
+  ``modules.py: AuxResBlock``): z is first mapped to the time-embedding width
+  (``fc_a``); each block normalises three times, modulating with (t_s, t_b) after the
+  first, with (z_s, z_b) after the second, and not at all after the third, each followed
+  by SiLU, dropout and a 3×3 conv. Without z it is the reference's 3-conv ``ResBlock``.
+
+A block without time embedding and without z (``time_conditioned=False``) is a plain
+pre-activation residual block: the semantic encoders use it.
+
+The last conv of every residual block, the attention output projection and the output
+conv start at zero (improved-diffusion's ``zero_module``, DiffAE's
+``resnet_use_zero_module``), so every block starts as the identity.
+
+Encoders (z = Enc(x_0)):
+
+* :class:`HalfUNetEncoder` — DiffAE's semantic encoder (``BeatGANsEncoderModel``, pool
+  ``adaptivenonzero``): the down path and middle of a UNet, GroupNorm, SiLU, global
+  average pooling and a 1×1 conv to the code.
+* :class:`UNetMapEncoder` — InfoDiffusion's reference ``Encoder``: a full UNet without
+  time conditioning that outputs a one-channel map, flattened and mapped linearly (H·W →
+  latent) to the code.
+
+Deviations (documented): down/up-sampling is a stride-2 conv / nearest-neighbour
+upsampling followed by a 3×3 conv (DDPM, InfoDiffusion) everywhere, whereas DiffAE's
+BigGAN-style blocks resample inside residual blocks (``resblock_updown=True``); attention
+is single-head by default and uses ``F.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAYOUTS = ("joint", "separate")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (B,) → (B, dim): [cos(t ω_i), sin(t ω_i)], ω_i = max_period^(−i/(dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None, :]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def _group_norm(groups: int, channels: int) -> nn.GroupNorm:
+    if channels % groups:
+        raise ValueError(f"GroupNorm: {channels} channels are not divisible by norm_groups={groups}")
+    return nn.GroupNorm(groups, channels)
+
+
+class _Stage(nn.Module):
+    """GroupNorm → modulation by the given conditions → SiLU → dropout → 3×3 conv."""
+
+    def __init__(self, channels: int, groups: int, dropout: float, modulations: dict[str, tuple[int, bool]]) -> None:
+        super().__init__()
+        self.norm = _group_norm(groups, channels)
+        # name -> projection SiLU+Linear(in_dim → channels or 2·channels); shift when the flag is set
+        self.shifts = {name: shift for name, (_, shift) in modulations.items()}
+        self.proj = nn.ModuleDict({
+            name: nn.Sequential(nn.SiLU(), nn.Linear(in_dim, channels * (2 if shift else 1)))
+            for name, (in_dim, shift) in modulations.items()
+        })
+        self.rest = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, h: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        h = self.norm(h)
+        for name, proj in self.proj.items():
+            out = proj(conds[name]).to(h.dtype)[:, :, None, None]
+            if self.shifts[name]:
+                scale, shift = out.chunk(2, dim=1)
+                h = h * (1 + scale) + shift
+            else:
+                h = h * (1 + out)
+        return self.rest(h)
+
+
+class ResBlock(nn.Module):
+    """Residual block with AdaGN conditioning on the time embedding ("t") and the code ("z")."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        time_dim: int | None,
+        cond_dim: int | None,
+        dropout: float,
+        groups: int,
+        layout: str = "joint",
+        attention: bool = False,
+        num_heads: int = 1,
+    ) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"ResBlock: layout must be one of {LAYOUTS}, got {layout!r}")
+        self.in_layers = nn.Sequential(
+            _group_norm(groups, in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        )
+        stages: list[dict[str, tuple[int, bool]]]
+        if layout == "joint":
+            mods: dict[str, tuple[int, bool]] = {}
+            if time_dim:
+                mods["t"] = (time_dim, True)
+            if cond_dim:
+                mods["z"] = (cond_dim, False)
+            stages = [mods]
+        else:
+            stages = ([{"t": (time_dim, True)}] if time_dim else []) + ([{"z": (cond_dim, True)}] if cond_dim else []) + [{}]
+        self.stages = nn.ModuleList(_Stage(out_channels, groups, dropout, m) for m in stages)
+        _zero(self.stages[-1].rest[-1])
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+        self.attention = AttentionBlock(out_channels, groups, num_heads) if attention else None
+
+    def forward(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        h = self.in_layers(x)
+        for stage in self.stages:
+            h = stage(h, conds)
+        h = self.skip(x) + h
+        return self.attention(h) if self.attention is not None else h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the H·W positions with a residual connection (DDPM's attention block)."""
+
+    def __init__(self, channels: int, groups: int, num_heads: int = 1) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"AttentionBlock: {channels} channels are not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.norm = _group_norm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
+        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (B, heads, HW, d)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(-1, -2).reshape(B, C, H, W)
+        return x + self.proj(out)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def check_side(image_size: int, channel_mult: Sequence[int], owner: str) -> None:
+    """The side must halve ``len(channel_mult) − 1`` times exactly."""
+    factor = 2 ** (len(channel_mult) - 1)
+    if image_size % factor:
+        raise ValueError(
+            f"{owner}: image side {image_size} must be divisible by 2^(levels-1) = {factor} "
+            f"for channel_mult={list(channel_mult)}"
+        )
+
+
+class _DownPath(nn.Module):
+    """Head conv, the down levels and the middle blocks; returns the skip features too."""
+
+    def __init__(self, in_channels: int, image_size: int, base_channels: int, channel_mult: Sequence[int],
+                 num_res_blocks: int, attention_resolutions: Sequence[int], block_kw: dict) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.blocks = nn.ModuleList()
+        self.skip_channels = [base_channels]
+        now, side = base_channels, image_size
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                out = base_channels * mult
+                self.blocks.append(ResBlock(now, out, attention=side in attention_resolutions, **block_kw))
+                now = out
+                self.skip_channels.append(now)
+            if level != len(channel_mult) - 1:
+                self.blocks.append(Downsample(now))
+                self.skip_channels.append(now)
+                side //= 2
+        self.middle = nn.ModuleList([
+            ResBlock(now, now, attention=True, **block_kw),
+            ResBlock(now, now, attention=False, **block_kw),
+        ])
+        self.out_channels, self.out_side = now, side
+
+    def forward(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.head(x)
+        skips = [h]
+        for block in self.blocks:
+            h = block(h, conds) if isinstance(block, ResBlock) else block(h)
+            skips.append(h)
+        for block in self.middle:
+            h = block(h, conds)
+        return h, skips
+
+
+class UNet(nn.Module):
+    """ε_θ(x_t, t[, z]): the denoiser; ``cond_dim`` > 0 adds AdaGN conditioning on a code z.
+
+    ``time_conditioned=False`` drops the timestep (used by :class:`UNetMapEncoder`).
+    ``time_embed_dim`` defaults to 4 × ``base_channels`` (DDPM; DiffAE uses 512).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        image_size: int,
+        base_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 4, 8),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        norm_groups: int = 32,
+        time_embed_dim: int | None = None,
+        cond_dim: int | None = None,
+        cond_layout: str = "joint",
+        time_conditioned: bool = True,
+        num_heads: int = 1,
+    ) -> None:
+        super().__init__()
+        check_side(image_size, channel_mult, "UNet")
+        if cond_layout not in LAYOUTS:
+            raise ValueError(f"UNet: cond_layout must be one of {LAYOUTS}, got {cond_layout!r}")
+        self.base_channels = base_channels
+        self.time_conditioned = time_conditioned
+        self.cond_dim = cond_dim or None
+        time_dim = (time_embed_dim or 4 * base_channels) if time_conditioned else None
+        if time_dim:
+            self.time_embed = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        # "separate" maps z to the time width once (InfoDiffusion's fc_a); "joint" feeds z as is (DiffAE)
+        if self.cond_dim and cond_layout == "separate":
+            width = time_dim or 4 * base_channels
+            self.cond_embed: nn.Module = nn.Linear(self.cond_dim, width)
+            block_cond = width
+        else:
+            self.cond_embed = nn.Identity()
+            block_cond = self.cond_dim
+        block_kw = dict(time_dim=time_dim, cond_dim=block_cond, dropout=dropout, groups=norm_groups,
+                        layout=cond_layout, num_heads=num_heads)
+        self.down = _DownPath(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
+                              attention_resolutions, block_kw)
+        skips = list(self.down.skip_channels)
+        now, side = self.down.out_channels, self.down.out_side
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                out = base_channels * mult
+                self.up.append(ResBlock(skips.pop() + now, out, attention=side in attention_resolutions, **block_kw))
+                now = out
+            if level != 0:
+                self.up.append(Upsample(now))
+                side *= 2
+        self.out = nn.Sequential(_group_norm(norm_groups, now), nn.SiLU(), _zero(nn.Conv2d(now, out_channels, 3, padding=1)))
+
+    def conditions(self, t: torch.Tensor | None, z: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        conds: dict[str, torch.Tensor] = {}
+        if self.time_conditioned:
+            if t is None:
+                raise ValueError("UNet: this network is time conditioned; pass the timesteps t")
+            conds["t"] = self.time_embed(timestep_embedding(t, self.base_channels))
+        if self.cond_dim:
+            if z is None:
+                raise ValueError(f"UNet: this network is conditioned on a code z of dimension {self.cond_dim}; pass z")
+            conds["z"] = self.cond_embed(z)
+        elif z is not None:
+            raise ValueError("UNet: this network has no code conditioning (cond_dim=None) but z was given")
+        return conds
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        conds = self.conditions(t, z)
+        h, skips = self.down(x, conds)
+        for block in self.up:
+            if isinstance(block, ResBlock):
+                h = block(torch.cat([h, skips.pop()], dim=1), conds)
+            else:
+                h = block(h)
+        return self.out(h)
+
+
+class HalfUNetEncoder(nn.Module):
+    """DiffAE's semantic encoder: UNet down path + middle, GN, SiLU, global mean pool, 1×1 conv → z."""
+
+    def __init__(self, *, in_channels: int, image_size: int, out_dim: int, base_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 4, 8, 8), num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (16,), dropout: float = 0.1, norm_groups: int = 32,
+                 num_heads: int = 1) -> None:
+        super().__init__()
+        check_side(image_size, channel_mult, "HalfUNetEncoder")
+        block_kw = dict(time_dim=None, cond_dim=None, dropout=dropout, groups=norm_groups, layout="joint",
+                        num_heads=num_heads)
+        self.down = _DownPath(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
+                              attention_resolutions, block_kw)
+        ch = self.down.out_channels
+        self.out = nn.Sequential(_group_norm(norm_groups, ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Conv2d(ch, out_dim, 1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.down(x, {})
+        return self.out(h)
+
+
+class UNetMapEncoder(nn.Module):
+    """InfoDiffusion's reference encoder: a time-free UNet → one-channel map → Linear(H·W → z)."""
+
+    def __init__(self, *, in_channels: int, image_size: int, out_dim: int, base_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 4, 8), num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (16,), dropout: float = 0.1, norm_groups: int = 32,
+                 num_heads: int = 1) -> None:
+        super().__init__()
+        self.unet = UNet(in_channels=in_channels, out_channels=1, image_size=image_size, base_channels=base_channels,
+                         channel_mult=channel_mult, num_res_blocks=num_res_blocks,
+                         attention_resolutions=attention_resolutions, dropout=dropout, norm_groups=norm_groups,
+                         time_conditioned=False, num_heads=num_heads)
+        # the reference initialises its output conv with gain 1e-5, not 0: a zero map would give
+        # every image the same code, and the linear map below would get no gradient
+        nn.init.xavier_uniform_(self.unet.out[-1].weight, gain=1e-5)
+        self.fc = nn.Linear(image_size * image_size, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.unet(x).flatten(1))
+
+
+ENCODERS = {"half_unet": HalfUNetEncoder, "unet_map": UNetMapEncoder}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

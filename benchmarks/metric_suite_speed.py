@@ -1,0 +1,164 @@
+"""Wall time of the whole factor-metric suite at study defaults, ours and (optionally) the reference's.
+
+    python benchmarks/metric_suite_speed.py [/path/to/disentanglement_lib] [--seed 0] [--n-jobs -1]
+
+The table: the ``mixed`` representation of ``equivalence_disentanglement_lib.py`` — a
+10,000-row code table (10 codes) over a 4 x 5 x 5 x 10 x 10 factor grid (5 factors),
+looked up by item index. Metrics at the ``unsupervised_study_v1`` defaults: BetaVAE,
+FactorVAE, MIG, SAP, DCI, Modularity/Explicitness, IRS, unsupervised (TC / MI).
+
+Printed: seconds per metric when each registered metric runs alone (``--skip-alone`` to
+skip); the seconds of :func:`bench.metrics.suite.factor_suite` (shared tables, one pool of
+classifier fits), which is the number to compare, and of the suite with the opt-in
+``hist_gbt`` DCI importance; with ``--dci-breakdown``, where DCI's time goes (one
+gradient-boosted model per factor, fitted serially); and, given a disentanglement_lib
+checkout, the reference's seconds per metric, the ratio and the largest difference
+between the two sets of values (``--rounds R`` re-times both alternately and reports the
+median ratio, which is steadier on a shared machine).
+
+Timings on a shared machine are noisy: the script prints the load average beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bench.metrics.betavae import betavae_score
+from bench.metrics.dci import _fit_factor, dci
+from bench.metrics.factorvae import factor_vae_score
+from bench.metrics.irs import irs
+from bench.metrics.mig import mig
+from bench.metrics.modularity import modularity_explicitness
+from bench.metrics.sampling import generate_factor_code
+from bench.metrics.sap import sap
+from bench.metrics.suite import factor_suite
+from bench.metrics.unsupervised import unsupervised
+
+
+def _load_equivalence_module():
+    path = Path(__file__).with_name("equivalence_disentanglement_lib.py")
+    spec = importlib.util.spec_from_file_location("equivalence_disentanglement_lib", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reference", nargs="?", help="path to a disentanglement_lib checkout (optional)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-jobs", type=int, default=-1)
+    parser.add_argument("--skip-alone", action="store_true", help="skip the metric-by-metric timing of ours")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with a reference: time ours and the reference alternately this many times")
+    parser.add_argument("--dci-breakdown", action="store_true",
+                        help="also time DCI's gradient-boosted models one factor at a time")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    eq = _load_equivalence_module()
+    data = eq.TableFactorData()
+    table = eq.representations(data)["mixed"]
+    encode = lambda images: table[images.reshape(len(images)).astype(np.int64)]  # noqa: E731
+    seed, n_jobs = args.seed, args.n_jobs
+    print(f"table {table.shape}, factor sizes {data.factor_sizes}, {os.cpu_count()} CPUs, n_jobs={n_jobs}, {_load()}")
+
+    if not args.skip_alone:
+        alone = {
+            "betavae": lambda: betavae_score(data, encode, seed),
+            "factorvae": lambda: factor_vae_score(data, encode, seed),
+            "mig": lambda: mig(data, encode, seed),
+            "sap": lambda: sap(data, encode, seed, n_jobs=n_jobs),
+            "dci": lambda: dci(data, encode, seed, n_jobs=n_jobs),
+            "modularity_explicitness": lambda: modularity_explicitness(data, encode, seed, n_jobs=n_jobs),
+            "irs": lambda: irs(data, encode, seed),
+            "unsupervised": lambda: unsupervised(data, encode, seed),
+        }
+        print("\nours, each registered metric alone (seconds):")
+        total = 0.0
+        for name, run in alone.items():
+            start = time.perf_counter()
+            run()
+            seconds = time.perf_counter() - start
+            total += seconds
+            print(f"  {name:<26}{seconds:8.2f}")
+        print(f"  {'sum':<26}{total:8.2f}   ({_load()})")
+
+    start = time.perf_counter()
+    ours = factor_suite(data, encode, seed, n_jobs=n_jobs)
+    suite_seconds = time.perf_counter() - start
+    print(f"\nours, factor_suite (shared tables, one pool of fits): {suite_seconds:.2f} s   ({_load()})")
+    start = time.perf_counter()
+    fast = factor_suite(data, encode, seed, n_jobs=n_jobs, params={"dci": {"importance": "hist_gbt"}})
+    fast_seconds = time.perf_counter() - start
+    moved = max(abs(fast[k] - ours[k]) for k in ("dci_disentanglement", "dci_completeness", "dci_informativeness"))
+    print(f"ours, factor_suite with the opt-in DCI importance 'hist_gbt' (a deviation): {fast_seconds:.2f} s; "
+          f"DCI scores moved by at most {moved:.3f}   ({_load()})")
+
+    if args.dci_breakdown:
+        print("\nwhere DCI's time goes: one GradientBoostingClassifier per factor, fitted serially")
+        rs = np.random.RandomState(seed)
+        x_train, y_train = generate_factor_code(data, encode, 10000, rs, 16)
+        x_test, y_test = generate_factor_code(data, encode, 5000, rs, 16)
+        for k, size in enumerate(data.factor_sizes):
+            start = time.perf_counter()
+            _fit_factor(x_train, y_train[:, k], x_test, y_test[:, k], 0)
+            trees = 100 * (size if size > 2 else 1)
+            seconds = time.perf_counter() - start
+            print(f"  factor {k} ({size:>2} classes, {trees:>4} trees): {seconds:6.2f} s  "
+                  f"({1000 * seconds / trees:.1f} ms per tree)   ({_load()})")
+
+    if args.reference:
+        ref, reason = eq.load_reference(args.reference)
+        if ref is None:
+            print(f"\nreference SKIPPED: {reason}")
+            return 0
+        calls = eq.reference_calls(ref, dict(num_train=10000, num_test=5000, num_eval=5000))
+
+        def run_reference(verbose: bool) -> tuple[float, dict]:
+            scores, total = {}, 0.0
+            for name, call in calls.items():
+                np.random.seed(seed)
+                start = time.perf_counter()
+                scores[name] = call(data, eq.lookup(table), np.random.RandomState(seed))
+                seconds = time.perf_counter() - start
+                total += seconds
+                if verbose:
+                    print(f"  {name:<26}{seconds:8.2f}")
+            return total, scores
+
+        print("\nreference (disentanglement_lib), each metric (seconds):")
+        ref_total, ref_scores = run_reference(verbose=True)
+        print(f"  {'sum':<26}{ref_total:8.2f}   ({_load()})")
+        worst = max(abs(float(ref_scores[m][rk]) - float(ours[k])) for k, m, rk in eq.PAIRS)
+        ratios = [ref_total / suite_seconds]
+        print(f"\nround 1: reference {ref_total:.2f} s / factor_suite {suite_seconds:.2f} s = {ratios[0]:.2f}x")
+        for round_ in range(2, args.rounds + 1):  # alternate the two, so both see similar load
+            start = time.perf_counter()
+            factor_suite(data, encode, seed, n_jobs=n_jobs)
+            ours_seconds = time.perf_counter() - start
+            ref_seconds, _ = run_reference(verbose=False)
+            ratios.append(ref_seconds / ours_seconds)
+            print(f"round {round_}: reference {ref_seconds:.2f} s / factor_suite {ours_seconds:.2f} s "
+                  f"= {ratios[-1]:.2f}x   ({_load()})")
+        print(f"\nspeed-up of factor_suite over the reference: median {np.median(ratios):.2f}x over "
+              f"{len(ratios)} round(s); largest |value difference| {worst:.2e}")
+        print(f"speed-up with the opt-in 'hist_gbt' DCI importance (round 1): {ref_total / fast_seconds:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
