@@ -7,7 +7,9 @@ Every method in ``methods/`` subclasses :class:`Adapter`:
   :meth:`get_params` returns them and is written into every result row;
 * ``fit(data, *, seed, device) -> self`` learns; learned state lives in attributes;
 * ``encode(x) -> (N, D)`` codes (mean codes for stochastic encoders, sampled codes with
-  ``stochastic=True`` where the capability is declared);
+  ``stochastic=True`` where the capability is declared); an adapter declaring
+  ``"stochastic_encode"`` also has ``encode_posterior(x) -> (mean, logvar)``, the diagonal
+  Gaussian q(z|x) (UDR's per-latent KL filter reads it);
 * ``sample(n) -> images`` in [0, 1];
 * optional capabilities are *declared* in ``capabilities`` and never guessed:
   ``"decode"``, ``"reconstruct"``, ``"stochastic_encode"``, ``"latent_units"``

@@ -9,6 +9,12 @@ NaN loss, out of memory) writes ``failed`` rows with the reason and the grid goe
 
 Cells are independent, so ``shard=(i, n)`` runs every n-th cell: n processes or cluster
 jobs with the same results folder share a grid without coordination.
+
+Metrics registered with ``scope="seeds"`` (UDR) score the seeds of one setting together.
+They run after the cells, for every setting whose seeds have all been attempted, on the
+saved checkpoints; each cell's rows go to ``<cell>/seeds_rows.csv`` and the set of models
+scored to ``<results>/groups/<config id>.json``, so a finished group is not recomputed
+until the set of its finished seeds changes (e.g. a failed seed re-run successfully).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ def run_profile(
         rows = run_cell(cell, folder, context, progress=progress)
         if (rows["status"] == FAILED).any():
             failed.append(f"{cell.method}/{cell.dataset}/seed{cell.seed} ({cell.id}): {rows['reason'].dropna().iloc[0]}")
+    failed += run_seed_metrics(cells, results_dir, dev)
     results_csv = collect_results(cells, results_dir)
     if report:
         from bench.report import regenerate
@@ -108,6 +115,8 @@ def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: boo
         rows += [_row(base, name, value, OK) for name, value in fit_info.items()]
         _write_figures(adapter, dataset, folder, cell.seed)
         for metric_name, metric_params in cell.metrics.items():
+            if _is_seed_metric(metric_name):
+                continue  # scored with the setting's other seeds, after the grid
             rows += _evaluate(metric_name, metric_params, adapter, dataset, cell.seed, base)
     except Exception as exc:  # the grid must go on; the reason is recorded, never lost
         reason = f"{type(exc).__name__}: {exc}"
@@ -212,9 +221,86 @@ def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps:
     tmp.replace(folder / "figures.npz")
 
 
+def _is_seed_metric(name: str) -> bool:
+    return registry.metrics().get(name).meta.get("scope") == "seeds"
+
+
+def run_seed_metrics(cells: list[Cell], results_dir: Path, device: str) -> list[str]:
+    """Score every setting whose seeds have all run with its ``scope="seeds"`` metrics.
+
+    Returns a line per setting whose scoring failed (the grid's other results are kept).
+    """
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.config_id, []).append(cell)
+    failures = []
+    for config_id, members in groups.items():
+        names = [m for m in members[0].metrics if _is_seed_metric(m)]
+        if not names:
+            continue
+        folders = [results_dir / "cells" / c.id for c in members]
+        if not all((f / "rows.csv").is_file() for f in folders):
+            continue  # some seeds not run yet (another shard, or an interrupted run)
+        done = [(c, f) for c, f in zip(members, folders) if cell_finished(f)]
+        record_path = results_dir / "groups" / f"{config_id}.json"
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        wanted = {"models": sorted(c.id for c, _ in done), "metrics": {n: members[0].metrics[n] for n in names}}
+        if record == wanted and all((f / "seeds_rows.csv").is_file() for _, f in done):
+            continue
+        rows: dict[Path, list[dict]] = {f: [] for _, f in done}
+        for name in names:
+            params = members[0].metrics[name]
+            try:
+                for folder, row in _seed_metric_rows(name, params, done, device):
+                    rows[folder].append(row)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                failures.append(f"{name} of {members[0].method}/{members[0].dataset} ({config_id}): {reason}")
+                for _, folder in done:
+                    rows[folder].append(_row(_cell_base(folder), name, float("nan"), FAILED, reason, params))
+        for folder, cell_rows in rows.items():
+            write_csv_atomic(rows_frame(cell_rows), folder / "seeds_rows.csv")
+        write_json_atomic(wanted, record_path)
+    return failures
+
+
+def _cell_base(folder: Path) -> dict[str, Any]:
+    """The identifying columns of a cell's rows (method, dataset, seed, versions, ...)."""
+    first = read_cell_rows(folder).iloc[0].to_dict()
+    keep = ("metric", "value", "status", "reason", "metric_params", "eval_seconds", "timestamp")
+    return {k: v for k, v in first.items() if k not in keep}
+
+
+def _seed_metric_rows(name: str, params: dict[str, Any], done: list, device: str):
+    """(cell folder, row) for each finished seed of one setting, scored together by metric ``name``."""
+    if len(done) < 2:
+        reason = f"{name} compares the seeds of a setting; {len(done)} finished seed(s), it needs at least 2"
+        return [(f, _row(_cell_base(f), name, float("nan"), SKIPPED, reason, params)) for _, f in done]
+    entry = registry.metrics().get(name)
+    cls = registry.methods().load(done[0][0].method)
+    dataset = registry.datasets().create(done[0][0].dataset)
+    models = []
+    for _, folder in done:
+        model = cls.load(folder / "model.pt")
+        if hasattr(model, "to"):
+            model.to(device)
+        models.append(model)
+    start = time.perf_counter()
+    values = entry.load()(dataset, models, np.random.RandomState(0), **params)
+    seconds = time.perf_counter() - start
+    out = []
+    for i, (_, folder) in enumerate(done):
+        base = _cell_base(folder)
+        out += [(folder, _row(base, key, float(values[key][i]), OK, None, params, seconds))
+                for key in entry.meta.get("outputs", tuple(values)) if key in values]
+    return out
+
+
 def collect_results(cells: list[Cell], results_dir: Path) -> Path:
     """Concatenate the rows of ``cells`` into ``results.csv`` (cells not yet run are absent)."""
     frames = [f for f in (read_cell_rows(results_dir / "cells" / c.id) for c in cells) if f is not None]
+    frames += [pd.read_csv(p, dtype={"cell_id": str, "config_id": str, "reason": str})
+               for p in (results_dir / "cells" / c.id / "seeds_rows.csv" for c in cells) if p.is_file()]
     frame = pd.concat(frames, ignore_index=True) if frames else rows_frame([])
     path = results_dir / "results.csv"
     write_csv_atomic(frame, path)

@@ -180,19 +180,40 @@ class AutoencoderFamily(Adapter):
         self.check_fitted()
         if stochastic and "stochastic_encode" not in self.capabilities:
             raise TypeError(f"{type(self).__name__} has a deterministic encoder; stochastic=True is not available")
-        x = _as_images(x, self.input_shape)
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        self.encoder_.eval()
         out = []
-        for start in range(0, x.shape[0], batch_size):
-            xb = torch.from_numpy(x[start:start + batch_size]).to(self.device_)
-            mu, logvar = self._posterior(xb)
+        for mu, logvar in self._posterior_batches(x, batch_size):
             if stochastic:
                 eps = torch.randn(mu.shape, generator=generator).to(self.device_)
                 mu = mu + (0.5 * logvar).exp() * eps
             out.append(mu.float().cpu().numpy())
-        self.encoder_.train()
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.latent_dim), np.float32)
+
+    @torch.no_grad()
+    def encode_posterior(self, x: np.ndarray, *, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """(μ(x), log σ²(x)) of the Gaussian posterior q(z|x), each (N, latent_dim).
+
+        Part of the ``stochastic_encode`` capability (used by UDR's per-latent KL filter).
+        """
+        self.check_fitted()
+        if "stochastic_encode" not in self.capabilities:
+            raise TypeError(f"{type(self).__name__} has a deterministic encoder; it has no posterior")
+        mus, logvars = [], []
+        for mu, logvar in self._posterior_batches(x, batch_size):
+            mus.append(mu.float().cpu().numpy())
+            logvars.append(logvar.float().cpu().numpy())
+        empty = np.zeros((0, self.latent_dim), np.float32)
+        return (np.concatenate(mus) if mus else empty), (np.concatenate(logvars) if logvars else empty)
+
+    def _posterior_batches(self, x: np.ndarray, batch_size: int):
+        """(μ, log σ²) per batch of ``x`` with the encoder in eval mode (log σ² None if deterministic)."""
+        x = _as_images(x, self.input_shape)
+        self.encoder_.eval()
+        try:
+            for start in range(0, x.shape[0], batch_size):
+                yield self._posterior(torch.from_numpy(x[start:start + batch_size]).to(self.device_))
+        finally:
+            self.encoder_.train()
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, *, batch_size: int = 512) -> np.ndarray:

@@ -76,6 +76,9 @@ def test_shapes_and_ranges(name, fitted, tiny_data):
         b = adapter.encode(x, stochastic=True, seed=3)
         np.testing.assert_array_equal(a, b)
         assert not np.allclose(a, codes)
+        mean, logvar = adapter.encode_posterior(x)  # the posterior UDR's KL filter reads
+        assert mean.shape == logvar.shape == codes.shape and np.isfinite(logvar).all()
+        np.testing.assert_allclose(mean, codes, rtol=1e-5, atol=1e-6)
     else:
         with pytest.raises(TypeError):
             adapter.encode(x, stochastic=True)

@@ -10,7 +10,10 @@ and expects ``dict[str, float]`` back; each key is a metric name in the results 
   :class:`~bench.data.base.FactorDataset`), ``"labels"`` (:class:`~bench.data.base.LabelledDataset`),
   ``"attributes"`` (:class:`~bench.data.base.AttributeDataset`) or ``None`` (any dataset);
 * ``outputs``: the keys written into the results table (others returned are dropped);
-* ``capability`` (optional): an adapter capability that must be declared, e.g. ``"reconstruct"``.
+* ``capability`` (optional): an adapter capability that must be declared, e.g. ``"reconstruct"``;
+* ``scope="seeds"`` (optional): the metric scores the *set* of models of one setting (its
+  seeds) together, ``f(dataset, [adapters], random_state, **params)`` returning per-model
+  arrays; the runner calls it once the setting's seeds have all run (UDR).
 
 A metric whose requirement is not met is recorded as ``status=skipped`` with the reason.
 The pure array functions (``*_from_codes``) live beside the registered wrappers so that
@@ -132,4 +135,13 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("gaussian_tc", "mutual_info"),
+)
+METRICS.register(
+    "udr",
+    "bench.metrics.udr:udr",
+    "UDR (Duan et al. 2020): agreement of a setting's seeds, lasso or Spearman, KL-filtered latents",
+    uses="models",
+    requires=None,
+    scope="seeds",
+    outputs=("udr",),
 )
