@@ -348,3 +348,17 @@ def test_dci_hist_gbt_option():
     assert duplicated["dci_completeness"] >= 0.9
     with pytest.raises(ValueError, match="importance"):
         factor_suite(FIVE, duplicated_encode, 0, params={"dci": {"importance": "hist"}}, **kw)
+
+
+def test_registered_dci_takes_the_importance_option_like_the_suite():
+    """``metric_params.dci.importance`` in bench.toml reaches the registered metric, with the suite's values."""
+    from bench.metrics.dci import dci
+
+    kw = dict(num_train=600, num_test=300, n_jobs=1)
+    alone = dci(FIVE, identity_encode, 0, importance="hist_gbt", **kw)
+    suite = factor_suite(FIVE, identity_encode, 0, metrics=("dci",), params={"dci": {"importance": "hist_gbt"}}, **kw)
+    for key in ("dci_disentanglement", "dci_completeness", "dci_informativeness"):
+        assert alone[key] == pytest.approx(suite[key], abs=1e-12)
+    assert alone != dci(FIVE, identity_encode, 0, **kw)  # the default is the reference's GBT
+    with pytest.raises(ValueError, match="importance = 'hist'"):
+        dci(FIVE, identity_encode, 0, importance="hist", **kw)

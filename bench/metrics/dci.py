@@ -42,6 +42,7 @@ from joblib import Parallel, delayed
 from sklearn.ensemble import GradientBoostingClassifier
 
 from bench.data.base import FactorDataset
+from bench.metrics.dci_hist import IMPORTANCES, hist_gbt_importance
 from bench.metrics.sampling import EncodeFn, RandomStateLike, as_random_state, generate_factor_code
 
 #: added to every importance before normalising, as in the reference
@@ -57,8 +58,13 @@ def dci(
     num_test: int = 5000,
     batch_size: int = 16,
     n_jobs: int | None = -1,
+    importance: str = "gbt",
 ) -> dict[str, float]:
     """Sample train and test codes from ``dataset`` and compute DCI.
+
+    ``importance``: ``"gbt"`` (default, the reference's ``GradientBoostingClassifier``) or
+    ``"hist_gbt"``, the opt-in histogram variant of :mod:`bench.metrics.dci_hist` (a
+    documented deviation, for large codes on a CPU).
 
     Draws ``num_train`` then ``num_test`` (factors, observation) pairs in batches of
     ``batch_size`` (:func:`bench.metrics.sampling.generate_factor_code`, the reference's
@@ -72,7 +78,8 @@ def dci(
     codes_train, factors_train = generate_factor_code(dataset, encode, num_train, rs, batch_size)
     codes_test, factors_test = generate_factor_code(dataset, encode, num_test, rs, batch_size)
     seed = int(rs.randint(2**31 - 1))
-    return dci_from_codes(codes_train, factors_train, codes_test, factors_test, n_jobs=n_jobs, seed=seed)
+    return dci_from_codes(codes_train, factors_train, codes_test, factors_test, n_jobs=n_jobs, seed=seed,
+                          importance=importance)
 
 
 def dci_from_codes(
@@ -83,6 +90,7 @@ def dci_from_codes(
     *,
     n_jobs: int | None = None,
     seed: int = 0,
+    importance: str = "gbt",
 ) -> dict[str, float]:
     """DCI from codes (N, D) and factor classes (N, K) of a train and a test split.
 
@@ -90,9 +98,10 @@ def dci_from_codes(
     default, i.e. sequential unless inside a ``joblib.parallel_config`` block; ``-1``: all
     cores). Results do not depend on it.
     """
-    importance, train_acc, test_acc = gbt_importance(
-        codes_train, factors_train, codes_test, factors_test, n_jobs=n_jobs, seed=seed
-    )
+    if importance not in IMPORTANCES:
+        raise ValueError(f"dci: importance = {importance!r}; expected one of {IMPORTANCES}")
+    fit = hist_gbt_importance if importance == "hist_gbt" else gbt_importance
+    importance, train_acc, test_acc = fit(codes_train, factors_train, codes_test, factors_test, n_jobs=n_jobs, seed=seed)
     return {
         "dci_disentanglement": disentanglement(importance),
         "dci_completeness": completeness(importance),
