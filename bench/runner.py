@@ -248,19 +248,22 @@ def run_seed_metrics(cells: list[Cell], results_dir: Path, device: str) -> list[
         if record == wanted and all((f / "seeds_rows.csv").is_file() for _, f in done):
             continue
         rows: dict[Path, list[dict]] = {f: [] for _, f in done}
+        ok = True
         for name in names:
             params = members[0].metrics[name]
             try:
                 for folder, row in _seed_metric_rows(name, params, done, device):
                     rows[folder].append(row)
             except Exception as exc:
+                ok = False
                 reason = f"{type(exc).__name__}: {exc}"
                 failures.append(f"{name} of {members[0].method}/{members[0].dataset} ({config_id}): {reason}")
                 for _, folder in done:
                     rows[folder].append(_row(_cell_base(folder), name, float("nan"), FAILED, reason, params))
         for folder, cell_rows in rows.items():
             write_csv_atomic(rows_frame(cell_rows), folder / "seeds_rows.csv")
-        write_json_atomic(wanted, record_path)
+        if ok:  # a failed scoring is retried by the next run
+            write_json_atomic(wanted, record_path)
     return failures
 
 

@@ -136,3 +136,25 @@ def test_runner_skips_udr_with_a_single_seed(tmp_path):
     frame = pd.read_csv(tmp_path / "results.csv")
     row = frame[frame.metric == "udr"].iloc[0]
     assert row.status == "skipped" and "at least 2" in row.reason
+
+
+def test_a_failed_udr_is_recorded_and_retried(tmp_path, monkeypatch):
+    profile = Profile(
+        name="udrf", methods=["ae"], datasets=["dsprites-procedural-32"], seeds=[0, 1], preset="tiny",
+        metrics=["udr"], overrides={"*": {"steps": 10}}, metric_params={"udr": {"num_data_points": 100}},
+    )
+    import bench.metrics.udr as udr_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("lasso exploded")
+
+    monkeypatch.setattr(udr_module, "udr_from_codes", broken)
+    summary = run_profile(profile, tmp_path, progress=False, report=False)
+    assert len(summary.failed) == 1 and "lasso exploded" in summary.failed[0]
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert (frame[frame.metric == "udr"].status == "failed").all()
+    monkeypatch.undo()
+    summary = run_profile(profile, tmp_path, progress=False, report=False)
+    assert summary.failed == [] and summary.ran == 0  # the cells are kept; only UDR is scored again
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert (frame[frame.metric == "udr"].status == "ok").all() and len(frame[frame.metric == "udr"]) == 2
