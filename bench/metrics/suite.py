@@ -52,7 +52,7 @@ from joblib import Parallel, delayed
 
 from bench.data.base import FactorDataset
 from bench.metrics import dci as dci_module
-from bench.metrics.dci_hist import IMPORTANCES, hist_gbt_fit_factor
+from bench.metrics.dci_hist import IMPORTANCES
 from bench.metrics.betavae import betavae_score
 from bench.metrics.factorvae import factor_vae_score
 from bench.metrics.information import discrete_entropy, discrete_mutual_info, histogram_discretize
@@ -289,12 +289,10 @@ def _classifier_tasks(
         classes = len(np.unique(y_train[:, k]))
         trees_per_stage = classes if classes > 2 else 1
         if "dci" in selected:
-            # the same per-factor fit as bench.metrics.dci.gbt_importance, scheduled here;
-            # importance="hist_gbt" is the opt-in fast variant (bench.metrics.dci_hist)
-            fast = params["dci"].get("importance", "gbt") == "hist_gbt"
-            tasks.append(((0.3 if fast else 10.0) * trees_per_stage, "dci", k,
-                          hist_gbt_fit_factor if fast else dci_module._fit_factor,
-                          (x_train, y_train[:, k], x_test, y_test[:, k], seed)))
+            # the same per-factor fit as bench.metrics.dci.gbt_importance, scheduled here
+            importance = params["dci"].get("importance", "gbt")
+            tasks.append(((0.3 if importance == "hist_gbt" else 10.0) * trees_per_stage, "dci", k,
+                          dci_module.factor_fit(importance), (x_train, y_train[:, k], x_test, y_test[:, k], seed)))
         if "modularity_explicitness" in selected:
             tasks.append((1.0, "explicitness", k, _explicitness_standardised,
                           (x_train, y_train[:, k], x_test, y_test[:, k])))

@@ -1,0 +1,98 @@
+"""The NumPy gradient-boosted classifier behind DCI's default importance grows scikit-learn's trees."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.ensemble import GradientBoostingClassifier
+
+from bench.metrics.dci import dci_from_codes
+from bench.metrics.gbt_exact import fit_factor, fit_gbt, predict
+
+
+def _table(n: int, num_features: int, num_classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, num_classes, size=n)
+    x = rng.normal(size=(n, num_features))
+    x[:, 0] += 0.7 * y
+    x[:, 1] += y % 2
+    return x, y
+
+
+def _sklearn(x, y, n_stages=100, seed=0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return GradientBoostingClassifier(n_estimators=n_stages, random_state=seed).fit(x, y)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 6])
+def test_first_stage_grows_scikit_learns_trees(num_classes):
+    """The root split (feature and threshold, to the bit) of every tree of the first stage is
+    scikit-learn's, and the stage's importances agree; deeper, small nodes can hold exact ties
+    between features, which both break at random."""
+    x, y = _table(600, 5, num_classes)
+    reference = _sklearn(x, y, n_stages=1)
+    model, importance = fit_gbt(x, y, seed=0, n_stages=1)
+    for t, tree in enumerate(reference.estimators_[0]):
+        assert model["stages"][0].features[0][t, 0] == tree.tree_.feature[0]
+        assert model["stages"][0].thresholds[0][t, 0] == tree.tree_.threshold[0]
+    np.testing.assert_allclose(importance, reference.feature_importances_, atol=0.01)
+    x_new, _ = _table(300, 5, num_classes, seed=1)
+    assert np.mean(predict(model, x_new) == reference.predict(x_new)) > 0.97
+
+
+def test_full_model_agrees_with_scikit_learn_within_its_own_seed_spread():
+    x, y = _table(2000, 8, 5)
+    ours = [fit_gbt(x, y, seed=s)[1] for s in range(2)]
+    theirs = [_sklearn(x, y, seed=s).feature_importances_ for s in range(2)]
+    spread = np.abs(theirs[0] - theirs[1]).max()
+    assert np.abs(ours[0] - theirs[0]).max() < max(3 * spread, 2e-3)
+    x_test, y_test = _table(1000, 8, 5, seed=2)
+    model, _ = fit_gbt(x, y, seed=0)
+    agreement = np.mean(predict(model, x_test) == _sklearn(x, y).predict(x_test))
+    assert agreement > 0.97
+
+
+def test_dci_default_matches_scikit_learn_model():
+    x, y = _table(3000, 6, 4)
+    factors = np.column_stack([y, (y + np.arange(3000) % 2) % 3])
+    x[:, 2] += factors[:, 1]
+    split = 2000
+    args = (x[:split], factors[:split], x[split:], factors[split:])
+    ours = dci_from_codes(*args, seed=0)
+    reference = dci_from_codes(*args, seed=0, importance="sklearn_gbt")
+    for key in ("dci_disentanglement", "dci_completeness", "dci_informativeness"):
+        assert ours[key] == pytest.approx(reference[key], abs=5e-3)
+
+
+def test_exact_ties_are_shared_between_duplicated_codes():
+    """For z and an exact copy, scikit-learn's random feature order splits the importance
+    about evenly; the NumPy trees do the same."""
+    x, y = _table(1000, 2, 3)
+    _, importance = fit_gbt(np.column_stack([x[:, :1], x[:, :1]]), y, seed=0)
+    assert importance.sum() == pytest.approx(1.0)
+    assert 0.3 < importance[0] < 0.7
+
+
+def test_near_equal_values_are_never_split_apart():
+    """Values closer than 1e-7 (FEATURE_THRESHOLD) stay on the same side, as in scikit-learn."""
+    y = np.array([0, 1] * 50)
+    x = np.where(y == 1, 1e-8, 0.0)[:, None] + 1.0  # the classes differ by less than the threshold
+    noise = np.random.default_rng(0).normal(size=(100, 1))
+    _, importance = fit_gbt(np.column_stack([x, noise]), y, seed=0, n_stages=3)
+    reference = _sklearn(np.column_stack([x, noise]), y, n_stages=3)
+    assert importance[0] == 0.0 == reference.feature_importances_[0]
+
+
+def test_fit_factor_returns_importances_and_accuracies():
+    x, y = _table(500, 4, 3)
+    importance, train_acc, test_acc = fit_factor(x[:400], y[:400], x[400:], y[400:], 0)
+    assert importance.shape == (4,) and importance.argmax() == 0
+    assert 0.5 < test_acc <= train_acc <= 1.0
+
+
+def test_single_class_is_rejected():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fit_gbt(np.zeros((10, 2)), np.zeros(10, dtype=int))
