@@ -3,8 +3,10 @@
 DCI's reference importance (``bench.metrics.dci``) fits one scikit-learn
 ``GradientBoostingClassifier`` per factor: 100 stages of depth-3 regression trees, one tree
 per class and stage, each split found by sorting the samples of the node. On a 10,000-row
-table with 10 codes that is about 15-50 ms per tree on one CPU core, i.e. about a minute
-for 5 factors with 34 classes in all; it is more than 95 % of the factor suite's time.
+table with 10 codes that is about 15-50 ms per tree on one CPU core with scikit-learn's class
+(about 85 s for 5 factors with 34 classes in all) and about a third of that with the
+level-wise NumPy trees of :mod:`bench.metrics.gbt_exact` (the default); it dominates the
+factor suite's time either way.
 
 ``importance="hist_gbt"`` replaces each model by a ``HistGradientBoostingClassifier`` with
 the same boosting settings — 100 iterations, learning rate 0.1, trees of depth at most 3,
