@@ -19,7 +19,7 @@ import pandas as pd
 
 COLUMNS = [
     "cell_id", "config_id", "profile", "method", "method_version", "preset", "dataset", "dataset_version",
-    "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "metric_params",
+    "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "metric_params", "metric_version",
     "packages", "git_commit", "device", "fit_seconds", "eval_seconds", "timestamp",
 ]
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"

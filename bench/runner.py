@@ -7,6 +7,12 @@ run resumes where it stopped; a cell with a checkpoint but no rows (killed durin
 evaluation) reloads the checkpoint instead of training again. A failing cell (exception,
 NaN loss, out of memory) writes ``failed`` rows with the reason and the grid goes on.
 
+Each metric row records its implementation's ``metric_version`` (the registration's
+``version``). A cell whose rows of some metric failed, are missing, or were written by an
+older version of that metric is *stale*: the next run reloads its checkpoint, re-evaluates
+only those metrics and keeps the other rows, so fixing a metric never retrains a model and
+a results table never mixes two implementations of one metric.
+
 Cells are independent, so ``shard=(i, n)`` runs every n-th cell: n processes or cluster
 jobs with the same results folder share a grid without coordination.
 
@@ -14,7 +20,8 @@ Metrics registered with ``scope="seeds"`` (UDR) score the seeds of one setting t
 They run after the cells, for every setting whose seeds have all been attempted, on the
 saved checkpoints; each cell's rows go to ``<cell>/seeds_rows.csv`` and the set of models
 scored to ``<results>/groups/<config id>.json``, so a finished group is not recomputed
-until the set of its finished seeds changes (e.g. a failed seed re-run successfully).
+until the set of its finished seeds or the metric's version changes (e.g. a failed seed re-run
+successfully).
 """
 
 from __future__ import annotations
@@ -73,10 +80,11 @@ def run_profile(
     for cell in bar:
         folder = results_dir / "cells" / cell.id
         bar.set_postfix_str(f"{cell.method}/{cell.dataset}/seed{cell.seed}")
-        if cell_finished(folder):
+        stale = stale_metrics(cell, read_cell_rows(folder))
+        if stale is not None and not stale:
             skipped += 1
             continue
-        rows = run_cell(cell, folder, context, progress=progress)
+        rows = run_cell(cell, folder, context, progress=progress, only=stale)
         if (rows["status"] == FAILED).any():
             failed.append(f"{cell.method}/{cell.dataset}/seed{cell.seed} ({cell.id}): {rows['reason'].dropna().iloc[0]}")
     failed += run_seed_metrics(cells, results_dir, dev)
@@ -89,13 +97,59 @@ def run_profile(
 
 
 def cell_finished(folder: Path) -> bool:
+    """The cell trained and every metric ran (a checkpoint UDR can score), whatever the versions."""
     rows = read_cell_rows(folder)
     return rows is not None and not bool((rows["status"] == FAILED).any())
 
 
-def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: bool = False) -> pd.DataFrame:
-    """Train and evaluate one cell; always returns (and writes) its rows, failed or not."""
+def metric_version(name: str) -> int:
+    """The registered implementation version of metric ``name`` (1 unless bumped)."""
+    return int(registry.metrics().get(name).meta.get("version", 1))
+
+
+def stale_metrics(cell: Cell, rows: pd.DataFrame | None) -> set[str] | None:
+    """Names of ``cell``'s per-cell metrics to (re-)evaluate; ``None``: run the whole cell.
+
+    ``None`` when the cell has no rows or failed as a whole (training or loading); otherwise
+    the metrics whose rows are missing, failed, or carry an older ``metric_version`` (rows
+    written before versions were recorded count as version 1). Empty: the cell is finished.
+    """
+    if rows is None or ((rows["status"] == FAILED) & rows["metric"].isna()).any():
+        return None
+    versions = rows["metric_version"] if "metric_version" in rows else pd.Series(1, index=rows.index)
+    versions = versions.fillna(1).astype(int)
+    stale = set()
+    for name in cell.metrics:
+        if _is_seed_metric(name):
+            continue
+        mine = rows["metric"].isin(_metric_keys(name))
+        if not mine.any() or (rows.loc[mine, "status"] == FAILED).any() or (versions[mine] != metric_version(name)).any():
+            stale.add(name)
+    return stale
+
+
+def _metric_keys(name: str) -> set[str]:
+    """The ``metric`` values of metric ``name``'s rows: its outputs, or its name on skipped/failed rows."""
+    return {name, *registry.metrics().get(name).meta.get("outputs", ())}
+
+
+def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: bool = False,
+             only: set[str] | None = None) -> pd.DataFrame:
+    """Train (or reload) and evaluate one cell; always returns (and writes) its rows, failed or not.
+
+    ``only``: re-evaluate just these metrics of a cell that has rows; its other metric rows
+    are kept as they are (see :func:`stale_metrics`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    kept: list[dict[str, Any]] = []
+    if only is not None:
+        previous = read_cell_rows(folder)
+        keys = set().union(*(_metric_keys(n) for n in cell.metrics if n not in only))
+        if previous is not None:
+            kept = previous[previous["metric"].isin(keys)].to_dict("records")
+            for row in kept:  # rows written before versions were recorded are version 1
+                if pd.isna(row.get("metric_version")):
+                    row["metric_version"] = 1
     write_json_atomic({**dataclasses.asdict(cell), "cell_id": cell.id, "config_id": cell.config_id}, folder / "config.json")
     base = {
         "cell_id": cell.id, "config_id": cell.config_id, "profile": context["profile"], "method": cell.method,
@@ -113,10 +167,13 @@ def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: boo
         adapter, fit_seconds, fit_info = _fit_or_load(cls, cell, dataset, folder, context["device"], progress)
         base["fit_seconds"] = fit_seconds
         rows += [_row(base, name, value, OK) for name, value in fit_info.items()]
-        _write_figures(adapter, dataset, folder, cell.seed)
+        if only is None or not (folder / "figures.npz").is_file():
+            _write_figures(adapter, dataset, folder, cell.seed)
         for metric_name, metric_params in cell.metrics.items():
             if _is_seed_metric(metric_name):
                 continue  # scored with the setting's other seeds, after the grid
+            if only is not None and metric_name not in only:
+                continue  # its rows are kept
             rows += _evaluate(metric_name, metric_params, adapter, dataset, cell.seed, base)
     except Exception as exc:  # the grid must go on; the reason is recorded, never lost
         reason = f"{type(exc).__name__}: {exc}"
@@ -124,7 +181,7 @@ def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: boo
             torch.cuda.empty_cache()  # free the failed cell's memory for the next one
         (folder / "error.txt").write_text(traceback.format_exc())
         rows.append(_row({**base, "fit_seconds": fit_seconds}, "", float("nan"), FAILED, reason))
-    frame = rows_frame(rows)
+    frame = rows_frame(rows + kept)
     write_csv_atomic(frame, folder / "rows.csv")
     return frame
 
@@ -161,6 +218,7 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
     from bench.data import base as data_base
 
     entry = registry.metrics().get(name)
+    base = {**base, "metric_version": metric_version(name)}
     requires, uses, capability = entry.meta.get("requires"), entry.meta.get("uses", "encode"), entry.meta.get("capability")
     if requires and not isinstance(dataset, getattr(data_base, _CONTRACTS[requires])):
         return [_row(base, name, float("nan"), SKIPPED, f"dataset {dataset.name!r} has no {requires}", params)]
@@ -244,7 +302,9 @@ def run_seed_metrics(cells: list[Cell], results_dir: Path, device: str) -> list[
         done = [(c, f) for c, f in zip(members, folders) if cell_finished(f)]
         record_path = results_dir / "groups" / f"{config_id}.json"
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-        wanted = {"models": sorted(c.id for c, _ in done), "metrics": {n: members[0].metrics[n] for n in names}}
+        wanted = {"models": sorted(c.id for c, _ in done), "metrics": {n: members[0].metrics[n] for n in names},
+                  "versions": {n: metric_version(n) for n in names}}
+        record.setdefault("versions", {n: 1 for n in record.get("metrics", {})})  # written before versions
         if record == wanted and all((f / "seeds_rows.csv").is_file() for _, f in done):
             continue
         rows: dict[Path, list[dict]] = {f: [] for _, f in done}
@@ -259,7 +319,7 @@ def run_seed_metrics(cells: list[Cell], results_dir: Path, device: str) -> list[
                 reason = f"{type(exc).__name__}: {exc}"
                 failures.append(f"{name} of {members[0].method}/{members[0].dataset} ({config_id}): {reason}")
                 for _, folder in done:
-                    rows[folder].append(_row(_cell_base(folder), name, float("nan"), FAILED, reason, params))
+                    rows[folder].append(_row(_cell_base(folder, name), name, float("nan"), FAILED, reason, params))
         for folder, cell_rows in rows.items():
             write_csv_atomic(rows_frame(cell_rows), folder / "seeds_rows.csv")
         if ok:  # a failed scoring is retried by the next run
@@ -267,18 +327,18 @@ def run_seed_metrics(cells: list[Cell], results_dir: Path, device: str) -> list[
     return failures
 
 
-def _cell_base(folder: Path) -> dict[str, Any]:
-    """The identifying columns of a cell's rows (method, dataset, seed, versions, ...)."""
+def _cell_base(folder: Path, metric: str) -> dict[str, Any]:
+    """The identifying columns of a cell's rows (method, dataset, seed, versions, ...) for ``metric``'s rows."""
     first = read_cell_rows(folder).iloc[0].to_dict()
-    keep = ("metric", "value", "status", "reason", "metric_params", "eval_seconds", "timestamp")
-    return {k: v for k, v in first.items() if k not in keep}
+    keep = ("metric", "value", "status", "reason", "metric_params", "metric_version", "eval_seconds", "timestamp")
+    return {**{k: v for k, v in first.items() if k not in keep}, "metric_version": metric_version(metric)}
 
 
 def _seed_metric_rows(name: str, params: dict[str, Any], done: list, device: str):
     """(cell folder, row) for each finished seed of one setting, scored together by metric ``name``."""
     if len(done) < 2:
         reason = f"{name} compares the seeds of a setting; {len(done)} finished seed(s), it needs at least 2"
-        return [(f, _row(_cell_base(f), name, float("nan"), SKIPPED, reason, params)) for _, f in done]
+        return [(f, _row(_cell_base(f, name), name, float("nan"), SKIPPED, reason, params)) for _, f in done]
     entry = registry.metrics().get(name)
     cls = registry.methods().load(done[0][0].method)
     dataset = registry.datasets().create(done[0][0].dataset)
@@ -293,7 +353,7 @@ def _seed_metric_rows(name: str, params: dict[str, Any], done: list, device: str
     seconds = time.perf_counter() - start
     out = []
     for i, (_, folder) in enumerate(done):
-        base = _cell_base(folder)
+        base = _cell_base(folder, name)
         out += [(folder, _row(base, key, float(values[key][i]), OK, None, params, seconds))
                 for key in entry.meta.get("outputs", tuple(values)) if key in values]
     return out

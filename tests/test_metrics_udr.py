@@ -158,3 +158,11 @@ def test_a_failed_udr_is_recorded_and_retried(tmp_path, monkeypatch):
     assert summary.failed == [] and summary.ran == 0  # the cells are kept; only UDR is scored again
     frame = pd.read_csv(tmp_path / "results.csv")
     assert (frame[frame.metric == "udr"].status == "ok").all() and len(frame[frame.metric == "udr"]) == 2
+    # a new UDR implementation version rescores the group (and only the group)
+    from bench import registry
+
+    monkeypatch.setitem(registry.metrics().get("udr").meta, "version", 2)
+    summary = run_profile(profile, tmp_path, progress=False, report=False)
+    assert summary.ran == 0
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert set(frame[frame.metric == "udr"].metric_version) == {2}

@@ -160,3 +160,51 @@ def test_bench_leaderboard_regenerates_results_from_the_table(tmp_path, capsys):
     assert (out / "leaderboard.md").is_file() and (out / "plots" / "metric_dci_completeness.png").is_file()
     assert main(["leaderboard", "--results", str(tmp_path / "nowhere")]) == 2
     assert "run `bench run` first" in capsys.readouterr().err
+
+
+def _cell_rows(out: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(p) for p in sorted((out / "cells").glob("*/rows.csv"))], ignore_index=True)
+
+
+def test_a_metric_version_bump_reevaluates_only_that_metric_on_the_saved_checkpoints(tmp_path, monkeypatch):
+    profile, out = grid(tmp_path)
+    run_profile(profile, out, progress=False, report=False)
+    models = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/model.pt")}
+    before = _cell_rows(out)
+    assert set(before.loc[before["metric"].str.startswith("dci_"), "metric_version"]) == {2}
+    assert set(before.loc[before["metric"] == "factorvae", "metric_version"]) == {1}
+
+    monkeypatch.setitem(registry.metrics().get("dci").meta, "version", 3)  # the DCI implementation changed
+    summary = run_profile(profile, out, progress=False, report=False)
+    assert (summary.ran, summary.skipped, summary.failed) == (4, 0, [])
+    assert {p: p.stat().st_mtime_ns for p in models} == models  # reloaded, never retrained
+    after = _cell_rows(out)
+    dci = after[after["metric"].str.startswith("dci_")]
+    assert len(dci) == 12 and set(dci["metric_version"]) == {3} and (dci["status"] == "ok").all()
+    keep = ["cell_id", "metric", "value", "timestamp"]
+    fvae = lambda f: f.loc[f["metric"] == "factorvae", keep].sort_values("cell_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(fvae(after), fvae(before))  # the other metric's rows are kept as they were
+    assert len(after) == len(before)  # no duplicated rows
+    assert run_profile(profile, out, progress=False, report=False).skipped == 4
+
+
+def test_a_failed_metric_is_retried_alone_and_rows_from_before_versions_count_as_version_1(tmp_path):
+    profile, out = grid(tmp_path)
+    run_profile(profile, out, progress=False, report=False)
+    cells = sorted((out / "cells").iterdir())
+    failed_path, old_path = cells[0] / "rows.csv", cells[1] / "rows.csv"
+    rows = pd.read_csv(failed_path)
+    rows.loc[rows["metric"] == "factorvae", "status"] = "failed"  # e.g. a transient error in that metric
+    rows.to_csv(failed_path, index=False)
+    rows = pd.read_csv(old_path).drop(columns="metric_version")  # written before versions existed
+    rows.to_csv(old_path, index=False)
+
+    summary = run_profile(profile, out, progress=False, report=False)
+    assert (summary.ran, summary.skipped) == (2, 2)
+    retried = pd.read_csv(failed_path)
+    assert (retried["status"] == "ok").all() and (retried["metric"] == "factorvae").sum() == 1
+    upgraded = pd.read_csv(old_path)
+    # DCI is at version 2, so its version-1 rows were recomputed; FactorVAE's version-1 rows are current
+    assert set(upgraded.loc[upgraded["metric"].str.startswith("dci_"), "metric_version"]) == {2}
+    assert set(upgraded.loc[upgraded["metric"] == "factorvae", "metric_version"]) == {1}
+    assert run_profile(profile, out, progress=False, report=False).skipped == 4

@@ -11,6 +11,10 @@ and expects ``dict[str, float]`` back; each key is a metric name in the results 
   ``"attributes"`` (:class:`~bench.data.base.AttributeDataset`) or ``None`` (any dataset);
 * ``outputs``: the keys written into the results table (others returned are dropped);
 * ``capability`` (optional): an adapter capability that must be declared, e.g. ``"reconstruct"``;
+* ``version`` (optional, default 1): bump it when a change to the implementation can change
+  the metric's values. Rows record it (``metric_version``), and ``bench run`` re-evaluates a
+  finished cell's rows of an older version on its saved checkpoint, without retraining, so a
+  results table never mixes two implementations of one metric;
 * ``scope="seeds"`` (optional): the metric scores the *set* of models of one setting (its
   seeds) together, ``f(dataset, [adapters], random_state, **params)`` returning per-model
   arrays; the runner calls it once the setting's seeds have all run (UDR).
@@ -46,6 +50,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("dci_disentanglement", "dci_completeness", "dci_informativeness"),
+    version=2,  # 2: NumPy level-wise GBT (bench.metrics.gbt_exact) replaced sklearn's class as default
 )
 METRICS.register(
     "tad",
