@@ -197,12 +197,20 @@ def time_reference(ref_dir: Path, device: torch.device, batch: int, amp: bool, s
     return steps * batch / (time.perf_counter() - start)
 
 
-def reference_flops_per_image(ref_dir: Path, batch: int = 2) -> float:
+def reference_flops_per_image(ref_dir: Path, batch: int = 2) -> tuple[float, int, int]:
+    """(FLOPs of forward + backward of the reference loss per image, its parameters, those trained).
+
+    The reference builds a ``CrossAttnBlock`` in every ``AuxResBlock`` and never calls it
+    (``use_crossattn=False``), and keeps its sinusoidal table as a frozen embedding: those
+    parameters get no gradient and are left out of the third number.
+    """
     step, model, args = reference_step_fn(ref_dir, torch.device("cpu"), batch, amp=False)
     x = torch.rand((batch, 3, 64, 64)) * 2 - 1
     with contextlib.redirect_stdout(io.StringIO()), FlopCounterMode(display=False) as counter:
         model.loss_fn(args, x).backward()
-    return counter.get_total_flops() / batch
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.grad is not None)
+    return counter.get_total_flops() / batch, total, trained
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -259,14 +267,16 @@ def main(argv: list[str] | None = None) -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.reference_dir is not None:
-        ref_flops = reference_flops_per_image(args.reference_dir)
+        ref_flops, ref_params, ref_trained = reference_flops_per_image(args.reference_dir)
+        print(f"reference parameters: {ref_params / 1e6:.2f} M built, {ref_trained / 1e6:.2f} M trained "
+              f"(the rest is never called or frozen)")
         for amp, label in ((False, "reference fp32"), (True, "reference bf16")):
             if args.flops_only:
-                print(f"{label:<22}{'168.8':>10}{ref_flops / 1e9:>11.2f}")
+                print(f"{label:<22}{ref_params / 1e6:>10.1f}{ref_flops / 1e9:>11.2f}")
                 break
             ips = time_reference(args.reference_dir, device, batch, amp, steps, warmup)
             mfu = f"{100 * ref_flops * ips / peak:>8.1f}" if peak else f"{'n/a':>8}"
-            print(f"{label:<22}{'168.8':>10}{ref_flops / 1e9:>11.2f}{ips:>13.1f}{mfu}{'-':>12}{'-':>14}")
+            print(f"{label:<22}{ref_params / 1e6:>10.1f}{ref_flops / 1e9:>11.2f}{ips:>13.1f}{mfu}{'-':>12}{'-':>14}")
 
 
 if __name__ == "__main__":
