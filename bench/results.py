@@ -45,6 +45,7 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in frame:
             frame[col] = None
+    frame["metric_version"] = pd.to_numeric(frame["metric_version"]).astype("Int64")  # "2", not "2.0", in the CSV
     return frame[COLUMNS]
 
 
