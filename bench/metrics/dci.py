@@ -33,8 +33,9 @@ Deviations from the reference (documented):
   the global NumPy RNG, which breaks ties between equally good split features (e.g.
   duplicated codes, or a few samples in a deep node) at random. The NumPy trees break such
   ties with their own draw from ``seed``: the scores differ from scikit-learn's by the same
-  tie noise (2e-4 on the reference table) as two seeds of the reference do. :func:`dci` draws the seed from ``random_state`` after all
-  observations are sampled, so the sampled codes are the reference's.
+  tie noise (2e-4 on the reference table) as two seeds of the reference do. :func:`dci`
+  draws the seed from ``random_state`` after all observations are sampled, so the sampled
+  codes are the reference's.
 * With a single factor (or a single code) the base-1 entropy is undefined (the reference
   gives NaN); the per-code (per-factor) score is then 1.
 """
@@ -48,7 +49,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 from bench.data.base import FactorDataset
 from bench.metrics import gbt_exact
-from bench.metrics.dci_hist import IMPORTANCES, hist_gbt_fit_factor
+from bench.metrics.dci_hist import hist_gbt_fit_factor
 from bench.metrics.sampling import EncodeFn, RandomStateLike, as_random_state, generate_factor_code
 
 #: added to every importance before normalising, as in the reference
@@ -199,10 +200,9 @@ def factor_fit(importance: str = "gbt"):
     ``"sklearn_gbt"``: scikit-learn's class itself; ``"hist_gbt"``: the opt-in histogram
     variant (:mod:`bench.metrics.dci_hist`, a documented deviation).
     """
-    fits = {"gbt": gbt_exact.fit_factor, "sklearn_gbt": _fit_factor, "hist_gbt": hist_gbt_fit_factor}
-    if importance not in fits:
+    if importance not in _FACTOR_FITS:
         raise ValueError(f"dci: importance = {importance!r}; expected one of {IMPORTANCES}")
-    return fits[importance]
+    return _FACTOR_FITS[importance]
 
 
 def _fit_factor(
@@ -215,6 +215,11 @@ def _fit_factor(
     train_acc = float(np.mean(model.predict(x_train) == y_train))
     test_acc = float(np.mean(model.predict(x_test) == y_test))
     return importances, train_acc, test_acc
+
+
+_FACTOR_FITS = {"gbt": gbt_exact.fit_factor, "sklearn_gbt": _fit_factor, "hist_gbt": hist_gbt_fit_factor}
+#: the ``importance`` values of DCI (see :func:`factor_fit`)
+IMPORTANCES = tuple(_FACTOR_FITS)
 
 
 def _check_split(codes: np.ndarray, factors: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:

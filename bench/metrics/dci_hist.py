@@ -45,12 +45,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 
-#: DCI ``importance`` values: the reference's model grown level-wise in NumPy (default, see
-#: :mod:`bench.metrics.gbt_exact`), scikit-learn's own ``GradientBoostingClassifier`` (the same
-#: model, slower), and the opt-in histogram variant of this module (a deviation)
-IMPORTANCES = ("gbt", "sklearn_gbt", "hist_gbt")
-
-
 def hist_gbt_fit_factor(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
 ) -> tuple[np.ndarray, float, float]:

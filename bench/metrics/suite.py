@@ -52,7 +52,6 @@ from joblib import Parallel, delayed
 
 from bench.data.base import FactorDataset
 from bench.metrics import dci as dci_module
-from bench.metrics.dci_hist import IMPORTANCES
 from bench.metrics.betavae import betavae_score
 from bench.metrics.factorvae import factor_vae_score
 from bench.metrics.information import discrete_entropy, discrete_mutual_info, histogram_discretize
@@ -195,8 +194,8 @@ def _start_table_suite(
     the fits and returns all the scores. The caller may do other work in between."""
     selected = _check_metrics(metrics, TABLE_METRICS)
     params = _check_params(params, selected, TABLE_METRIC_PARAMS)
-    if "dci" in selected and params["dci"].get("importance", "gbt") not in IMPORTANCES:
-        raise ValueError(f"params['dci']['importance'] = {params['dci']['importance']!r}; expected one of {IMPORTANCES}")
+    if "dci" in selected and params["dci"].get("importance", "gbt") not in dci_module.IMPORTANCES:
+        raise ValueError(f"params['dci']['importance'] = {params['dci']['importance']!r}; expected one of {dci_module.IMPORTANCES}")
     x_train, y_train = check_table(codes_train, factors_train, "train")
     needs_test = [m for m in selected if m in NEEDS_TEST]
     x_test = y_test = None
