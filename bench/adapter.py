@@ -23,15 +23,48 @@ from __future__ import annotations
 import abc
 import copy
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
+from bench.params import Range, check_range, check_type
 from bench.registry import did_you_mean
 
 CAPABILITIES = frozenset({"decode", "reconstruct", "stochastic_encode", "latent_units", "time_conditioned"})
+
+
+SHARES = ("dataset", "seed")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A model of another registered method that an adapter is trained on (a pre-trained DPM, ...).
+
+    The runner trains it once as a stage of its own, saves it, and hands it loaded to the
+    dependant's ``fit(..., components={name: adapter})`` and ``load(path, components=...)``.
+
+    * ``method``: the registered method name of the component;
+    * ``params``: its hyperparameters over its preset — a dict, or a function of the
+      dependant's hyperparameters returning one (e.g. the DPM's width from the dependant's);
+    * ``preset``: the component's preset (default: the profile's preset);
+    * ``share``: ``"dataset"`` — one component per dataset, trained with seed 0, shared by
+      every seed of every dependant that asks for the same one; ``"seed"`` — one per seed.
+    """
+
+    method: str
+    params: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] = field(default_factory=dict)
+    preset: str | None = None
+    share: str = "dataset"
+
+    def __post_init__(self) -> None:
+        if self.share not in SHARES:
+            raise ValueError(f"Component({self.method!r}): share must be one of {SHARES}, got {self.share!r}")
+
+    def params_for(self, dependant_params: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.params(dependant_params) if callable(self.params) else self.params)
 
 
 class NotFittedError(RuntimeError):
@@ -52,6 +85,10 @@ class Adapter(abc.ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     #: bump when a change alters results, so old rows are told apart
     version: ClassVar[str] = "1"
+    #: hyperparameter name -> valid range (see :mod:`bench.params`), checked with the types
+    ranges: ClassVar[dict[str, Range]] = {}
+    #: components trained by the runner and handed to ``fit`` (see :class:`Component`)
+    components: ClassVar[dict[str, "Component"]] = {}
 
     def __init__(self, **params: Any) -> None:
         self._params = self.check_params(params)
@@ -71,6 +108,8 @@ class Adapter(abc.ABC):
         merged = copy.deepcopy(cls.defaults)
         for key, value in params.items():
             merged[key] = _coerce(cls.__name__, key, value, cls.defaults[key])
+        for key, spec in cls.ranges.items():
+            check_range(cls.__name__, f"hyperparameter {key!r}", merged.get(key), spec)
         return merged
 
     @classmethod
@@ -119,6 +158,17 @@ class Adapter(abc.ABC):
         """Number of code dimensions D returned by :meth:`encode`."""
         return int(self._params["latent_dim"])
 
+    # -- training curve ----------------------------------------------------------------
+    def set_logger(self, logger: Callable[[str, int, dict[str, float]], None] | None) -> None:
+        """Receive the training curve while ``fit`` runs (the runner writes it into the stage folder)."""
+        self.__dict__["_logger"] = logger
+
+    def log_scalars(self, step: int, phase: str = "train", **values: float) -> None:
+        """Called by training loops every ``log_every`` steps with the loss, its terms and the learning rate."""
+        logger = self.__dict__.get("_logger")
+        if logger is not None:
+            logger(phase, int(step), {k: float(v) for k, v in values.items()})
+
     def _missing(self, capability: str) -> Exception:
         return TypeError(f"{type(self).__name__} does not declare the {capability!r} capability")
 
@@ -153,13 +203,18 @@ class Adapter(abc.ABC):
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Adapter":
-        """Load a checkpoint written by :meth:`save` (``weights_only=True``)."""
+    def load(cls, path: str | os.PathLike, *, components: dict[str, "Adapter"] | None = None) -> "Adapter":
+        """Load a checkpoint written by :meth:`save` (``weights_only=True``).
+
+        ``components``: the loaded components the adapter declares (as handed to ``fit``),
+        available as ``self.components_`` when :meth:`load_state_dict` runs.
+        """
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
         expected = f"{cls.__module__}:{cls.__qualname__}"
         if payload.get("class") != expected:
             raise ValueError(f"{path}: checkpoint holds {payload.get('class')!r}, expected {expected!r}")
         adapter = cls(**payload["params"])
+        adapter.components_ = dict(components or {})
         adapter.load_state_dict(payload["state"], tuple(payload["input_shape"]))
         adapter.input_shape = tuple(payload["input_shape"])
         adapter._fitted = True
@@ -168,26 +223,7 @@ class Adapter(abc.ABC):
 
 def _coerce(owner: str, key: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the type of ``default`` (ints are accepted for floats)."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-        value = list(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise TypeError(
-            f"{owner}: hyperparameter {key!r} must be {type(default).__name__} (like the default {default!r}), "
-            f"got {type(value).__name__} {value!r}"
-        )
-    return value
+    return check_type(owner, f"hyperparameter {key!r}", value, default)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""The ``bench`` command line: ``run``, ``ls``, ``leaderboard``, ``score``, ``data``.
+"""The ``bench`` command line: ``run``, ``status``, ``ls``, ``leaderboard``, ``score``, ``data``.
 
 Heavy modules (torch, the runner) are imported inside the commands that need them, so
 ``bench ls`` and argument errors answer at once.
@@ -21,6 +21,16 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for disentangled representation learning.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -30,9 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default=None, help="profile name (default: the file's default_profile)")
     run.add_argument("--results", default=None, help="results folder (default: the profile's 'results')")
     run.add_argument("--device", default=None, help="override the profile's device (auto, cpu, cuda, cuda:N)")
-    run.add_argument("--shard", type=_shard, default=(0, 1), help="run every N-th cell starting at I (I/N)")
-    run.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
+    run.add_argument("--shard", type=_shard, default=(0, 1), help="run every N-th model starting at I (I/N)")
+    run.add_argument("--jobs", type=_positive, default=1,
+                     help="local worker processes (one GPU each where there are GPUs, else a share of the cores)")
+    run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages, run nothing")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    st = sub.add_parser("status", help="done / running / failed / pending stages of a grid (reads the store only)")
+    st.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
+    st.add_argument("--profile", default=None, help="profile name (default: the file's default_profile)")
+    st.add_argument("--results", default=None, help="a results folder (all its stages) instead of a profile")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
 
     ls = sub.add_parser("ls", help="list registered methods, datasets and metrics")
     ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"], help="only this registry")
@@ -51,16 +69,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _cmd_run, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
+        commands = {"run": _cmd_run, "status": _cmd_status, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
         return commands[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted: finished cells are kept; run the same command again to resume", file=sys.stderr)
+        print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # user-facing errors: one clear line, no traceback
         from bench.config import ConfigError
         from bench.registry import UnknownNameError
 
-        if isinstance(exc, (ConfigError, UnknownNameError, FileNotFoundError, ValueError)):
+        if isinstance(exc, (ConfigError, UnknownNameError, FileNotFoundError, ValueError, PermissionError)):
             print(f"bench {args.command}: error: {exc}", file=sys.stderr)
             return 2
         raise
@@ -88,24 +106,41 @@ def _cmd_run(args) -> int:
         from bench.data.root import set_data_root
 
         set_data_root(config.data_root)
-    cells = profile.cells()
+    from bench import stages
+
+    plan = stages.plan(profile, shard=args.shard)
     results_dir = Path(args.results).resolve() if args.results else config.results_dir(profile)
-    print(f"profile {profile.name!r}: {len(cells)} cells "
+    counts = {role: sum(getattr(s, "role", s.kind) == role for s in plan.stages)
+              for role in ("component", "model", "evaluation", "group")}
+    print(f"profile {profile.name!r}: {len(profile.cells())} grid points "
           f"({len(profile.methods)} methods × {len(profile.datasets)} datasets × {len(profile.seeds)} seeds"
-          f"{' × sweeps' if profile.sweep else ''}) → {results_dir}")
+          f"{' × sweeps' if profile.sweep else ''}) → {counts['component']} components, {counts['model']} models, "
+          f"{counts['evaluation']} evaluations, {counts['group']} seed groups → {results_dir}")
     if args.dry_run:
-        for cell in cells:
-            print(f"  {cell.id}  {cell.method:<10} {cell.dataset:<24} seed={cell.seed}")
+        for s in plan.stages:
+            if s.kind == "model":
+                extra = " ".join(f"{n}={cid}" for n, cid in s.components.items())
+                print(f"  {s.role:<10} {s.id}  {s.method:<14} {s.dataset:<24} seed={s.seed}{'  uses ' + extra if extra else ''}")
+        for s in plan.stages:
+            if s.kind != "model":
+                print(f"  {s.kind:<10} {s.id}  {s.label}")
         return 0
     from bench.runner import run_profile
 
-    summary = run_profile(profile, results_dir, shard=args.shard, device=args.device, progress=not args.no_progress)
-    print(f"cells: {summary.cells} in this shard, {summary.skipped} already finished, {summary.ran} run, "
-          f"{len(summary.failed)} failed")
+    summary = run_profile(profile, results_dir, shard=args.shard, device=args.device, progress=not args.no_progress,
+                          jobs=args.jobs)
+    print(f"stages: {summary.stages} planned, {summary.skipped} already done, {summary.ran} run "
+          f"({summary.fitted} models trained), {len(summary.failed)} failed")
     for line in summary.failed:
         print(f"  FAILED {line}", file=sys.stderr)
     print(f"results: {summary.results_csv}\nleaderboard: {results_dir / 'leaderboard.md'}")
     return min(len(summary.failed), 100)
+
+
+def _cmd_status(args) -> int:
+    from bench import status
+
+    return status.main(Path(args.config), args.profile, Path(args.results).resolve() if args.results else None, args.json)
 
 
 def _cmd_score(args) -> int:

@@ -35,16 +35,15 @@ method/dataset/metric/preset names and unknown hyperparameters all raise
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import itertools
-import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import registry
+from bench.params import check_range, check_type
 from bench.registry import did_you_mean
 
 
@@ -72,7 +71,11 @@ REPRESENTATIONS = ("mean", "sampled")
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: a method with full hyperparameters on a dataset with a seed."""
+    """One grid point: a method with full hyperparameters on a dataset with a seed, and its metrics.
+
+    Its stages (the model, its components, one evaluation per metric) and their ids are
+    made by :func:`bench.stages.plan`.
+    """
 
     method: str
     dataset: str
@@ -81,29 +84,6 @@ class Cell:
     params: dict[str, Any]
     metrics: dict[str, dict[str, Any]]
     n_seeds_planned: int = 1
-
-    def identity(self) -> dict[str, Any]:
-        """Everything that determines the cell's results (the device does not)."""
-        return {
-            "method": self.method,
-            "method_version": registry.methods().load(self.method).version,
-            "dataset": self.dataset,
-            "seed": self.seed,
-            "params": self.params,
-            "metrics": self.metrics,
-        }
-
-    @property
-    def id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    @property
-    def config_id(self) -> str:
-        """Hash of the configuration without the seed: rows with the same id are seeds of one setting."""
-        ident = self.identity()
-        ident.pop("seed")
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -244,6 +224,7 @@ def _parse_profile(name: str, body: Any, path: Path) -> Profile:
                 raise ConfigError(
                     f"{path}: {mkey}.{key}: unknown parameter{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
                 )
+        check_metric_params(metric, params, f"{path}: {mkey}")
     return Profile(
         name=name, methods=methods, datasets=datasets, seeds=list(seeds), preset=preset, metrics=metrics,
         device=device, results=body.get("results", "results"), description=body.get("description", ""),
@@ -293,6 +274,23 @@ def _check_params(cls: type, params: dict[str, Any], path: Path, key: str) -> No
         cls.check_params(params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {key}: {exc}") from None
+
+
+def check_metric_params(metric: str, params: dict[str, Any], where: str) -> None:
+    """Types (from the metric's keyword defaults) and declared ``ranges`` of ``params``; raises ConfigError."""
+    entry = registry.metrics().get(metric)
+    defaults = {p.name: p.default for p in inspect.signature(entry.load()).parameters.values()
+                if p.kind == p.KEYWORD_ONLY}
+    ranges = entry.meta.get("ranges", {})
+    for key, value in params.items():
+        if key == "representation":
+            continue
+        try:
+            check_type(f"metric {metric!r}", f"parameter {key!r}", value, defaults.get(key))
+            if key in ranges:
+                check_range(f"metric {metric!r}", f"parameter {key!r}", value, ranges[key])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}.{key}: {exc}") from None
 
 
 def _metric_param_names(metric: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -122,7 +123,12 @@ _populated = False
 
 
 def populate() -> None:
-    """Import the light modules that hold the registration lines (no torch import)."""
+    """Import the light modules that hold the registration lines (no torch import).
+
+    ``BENCH_PLUGINS`` (comma-separated module names) adds modules of one's own: their
+    ``METHODS.register(...)`` lines make out-of-tree methods, datasets and metrics usable by
+    ``bench run`` and by every worker process it starts.
+    """
     global _populated
     if _populated:
         return
@@ -130,6 +136,8 @@ def populate() -> None:
     importlib.import_module("methods")
     importlib.import_module("bench.data")
     importlib.import_module("bench.metrics")
+    for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
+        importlib.import_module(module)  # out-of-tree registration lines (also seen by worker processes)
 
 
 def methods() -> Registry:

@@ -24,6 +24,8 @@ RUN_STATS = ("train_images_per_s", "final_loss")
 def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
     """Wide table: dataset, method, config, seeds (finished/planned), then per metric mean/std/n."""
     keys = ["dataset", "method", "config_id"]
+    if "role" in rows:
+        rows = rows[rows["role"].fillna("model") != "component"]  # trained for other methods only
     ok = rows[rows["status"] == OK].dropna(subset=["value"])
     ok = ok[ok["metric"].astype(str) != ""]
     planned = rows.groupby(keys, dropna=False)["n_seeds_planned"].max()
@@ -88,6 +90,7 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     plots.mkdir(parents=True, exist_ok=True)
     _metric_plots(rows, plots)
     _image_figures(rows, results_dir, plots)
+    _loss_curves(rows, results_dir, plots)
     out["plots"] = plots
     return out
 
@@ -121,9 +124,9 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = rows.sort_values("seed").drop_duplicates(["dataset", "method"])
+    first = _first_seeds(rows)
     for _, r in first.iterrows():
-        path = results_dir / "cells" / str(r["cell_id"]) / "figures.npz"
+        path = results_dir / "stages" / "model" / str(r["model_id"]) / "figures.npz"
         if not path.is_file():
             continue
         arrays = dict(np.load(path))
@@ -149,6 +152,43 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
             fig.tight_layout()
             fig.savefig(plots / f"{stem}__traversal.png", dpi=110)
             plt.close(fig)
+
+
+def _first_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset × method: its lowest seed's model (components included)."""
+    rows = rows[rows["model_id"].notna()] if "model_id" in rows else rows.iloc[0:0]
+    return rows.sort_values("seed").drop_duplicates(["dataset", "method"])
+
+
+def _loss_curves(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
+    """Per dataset: the training loss of every method's seeds against the step (from each stage's train_log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.trainlog import read_log
+
+    if "model_id" not in rows:
+        return
+    models = rows.dropna(subset=["model_id"]).drop_duplicates("model_id")
+    for dataset, sub in models.groupby("dataset"):
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        drawn = 0
+        for _, r in sub.sort_values(["method", "seed"]).iterrows():
+            log = [line for line in read_log(results_dir / "stages" / "model" / str(r["model_id"]) / "train_log.jsonl")
+                   if line.get("phase") == "train" and "loss" in line]
+            if not log:
+                continue
+            ax.plot([x["step"] for x in log], [x["loss"] for x in log], lw=1, label=f"{r['method']} s{r['seed']}")
+            drawn += 1
+        if drawn:
+            ax.set_xlabel("step"); ax.set_ylabel("training loss"); ax.set_yscale("symlog")
+            ax.set_title(f"training loss on {dataset}", fontsize=9)
+            ax.legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            fig.savefig(plots / f"{dataset}__loss.png", dpi=110)
+        plt.close(fig)
 
 
 def _tile(grid: np.ndarray) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""The tidy results table: one row per cell × metric, failures included.
+"""The tidy results table: one row per model × metric, training rows and failures included.
 
-Every cell folder holds ``rows.csv`` (written last, atomically: its presence means the cell
-finished); ``results.csv`` is the concatenation of the rows of a grid's cells. Wide tables
-exist only at render time (:mod:`bench.report`).
+Every stage folder holds ``rows.csv`` (see :mod:`bench.store`); ``results.csv`` is the
+concatenation of the rows of a grid's stages. A row carries the model's id (``model_id``)
+and, for a metric, the evaluation's (``eval_id``), the stage kind that wrote it (``stage``:
+model | evaluation | group), the model's ``role`` (model, or component when it was trained
+for other methods only) and the ids of the components it was trained on (``components``).
+Wide tables exist only at render time (:mod:`bench.report`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 COLUMNS = [
-    "cell_id", "config_id", "profile", "method", "method_version", "preset", "dataset", "dataset_version",
-    "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "metric_params", "metric_version",
-    "packages", "git_commit", "device", "fit_seconds", "eval_seconds", "timestamp",
+    "model_id", "eval_id", "stage", "role", "config_id", "profile", "method", "method_version", "preset", "dataset",
+    "dataset_version", "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "components",
+    "metric_params", "metric_version", "packages", "git_commit", "device", "fit_seconds", "eval_seconds", "timestamp",
 ]
+_ID_COLUMNS = {"model_id": str, "eval_id": str, "config_id": str, "reason": str, "components": str}
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
@@ -49,17 +53,17 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame[COLUMNS]
 
 
-def read_cell_rows(folder: Path) -> pd.DataFrame | None:
-    path = folder / "rows.csv"
+def read_rows(path: Path) -> pd.DataFrame | None:
+    """The rows of one stage (``rows.csv``), or None when the file is absent."""
     if not path.is_file():
         return None
-    return pd.read_csv(path, dtype={"cell_id": str, "config_id": str, "reason": str})
+    return pd.read_csv(path, dtype={**_ID_COLUMNS, "cell_id": str})
 
 
 def read_results(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results table yet; run `bench run` first")
-    frame = pd.read_csv(path, dtype={"cell_id": str, "config_id": str, "reason": str})
+    frame = pd.read_csv(path, dtype=_ID_COLUMNS)
     missing = [c for c in ("method", "dataset", "seed", "metric", "value", "status") if c not in frame]
     if missing:
         raise ValueError(f"{path}: not a bench results table, missing columns {missing}")

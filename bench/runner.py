@@ -1,37 +1,41 @@
-"""Run a grid of cells: train, evaluate, write each cell's outputs atomically into its folder.
+"""Run a grid as a graph of stages: components, models, evaluations, seed groups (see :mod:`bench.stages`).
 
-A cell folder ``<results>/cells/<cell id>/`` holds ``config.json``, ``model.pt`` (written
-after training), ``figures.npz`` (images for the report) and finally ``rows.csv``. A cell
-whose ``rows.csv`` has only ``ok`` rows is finished and skipped on the next run, so a killed
-run resumes where it stopped; a cell with a checkpoint but no rows (killed during
-evaluation) reloads the checkpoint instead of training again. A failing cell (exception,
-NaN loss, out of memory) writes ``failed`` rows with the reason and the grid goes on.
+Each stage runs once, in its own folder of the stage store (:mod:`bench.store`), claimed by
+one worker; its ``done.json`` is renamed into place last. Consequences a user relies on:
 
-Each metric row records its implementation's ``metric_version`` (the registration's
-``version``). A cell whose rows of some metric failed, are missing, or were written by an
-older version of that metric is *stale*: the next run reloads its checkpoint, re-evaluates
-only those metrics and keeps the other rows, so fixing a metric never retrains a model and
-a results table never mixes two implementations of one metric.
+* adding a metric to a finished grid runs only the new evaluations, on the saved checkpoints
+  (no ``fit``); dropping one leaves its stages in the store (reused if it comes back); a
+  changed metric parameter or version is a new evaluation; a changed hyperparameter is a new
+  model, and only that model is trained;
+* a component (a DPM that PDAE and DisDiff train on, ...) is trained once for all its
+  dependants; a failed component fails its dependants with a reason that names it;
+* a killed run, started again, resumes: finished stages are kept, a stage whose worker died
+  is taken over (its claim is stale) and redone from the start;
+* a failing stage (exception, NaN loss, out of memory) records ``failed`` rows with the
+  reason and the grid goes on; the next run retries it. The exit status of ``bench run`` is
+  the number of failed stages;
+* any number of workers — ``--jobs N`` here, or ``bench run`` processes on several machines
+  sharing the results folder — run one grid together: each takes the first ready stage
+  nobody holds, waits while what it needs is being trained by another, and stops when
+  nothing is left;
+* every artifact's checksum is recorded when written; a corrupt one is moved aside
+  (``quarantine/``) and its stage, and what was made from it, redone.
 
-Cells are independent, so ``shard=(i, n)`` runs every n-th cell: n processes or cluster
-jobs with the same results folder share a grid without coordination.
-
-Metrics registered with ``scope="seeds"`` (UDR) score the seeds of one setting together.
-They run after the cells, for every setting whose seeds have all been attempted, on the
-saved checkpoints; each cell's rows go to ``<cell>/seeds_rows.csv`` and the set of models
-scored to ``<results>/groups/<config id>.json``, so a finished group is not recomputed
-until the set of its finished seeds or the metric's version changes (e.g. a failed seed re-run
-successfully).
+``results.csv`` is rebuilt from the stages' ``rows.csv`` under a lock, so workers finishing
+together never lose rows.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 import traceback
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,21 +45,45 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from bench import registry
-from bench.config import Cell, Profile
+from bench import registry, stages as stage_graph
+from bench.config import ConfigError, Profile
 from bench.metrics import MetricUnavailableError
-from bench.results import (
-    FAILED, OK, SKIPPED, git_commit, package_versions, read_cell_rows, rows_frame, write_csv_atomic, write_json_atomic,
+from bench.results import FAILED, OK, SKIPPED, git_commit, package_versions, read_rows, rows_frame, write_csv_atomic
+from bench.stages import EvalStage, GroupStage, ModelStage, Plan, Stage
+from bench.store import (
+    DONE, PENDING, RUNNING, CorruptArtifactError, FileLock, Store, check_writable, read_json, write_json_atomic,
 )
+from bench.trainlog import TrainLog
+
+MODEL_ARTIFACTS = ("model.pt", "figures.npz", "rows.csv", "train_log.jsonl")
 
 
 @dataclass
 class RunSummary:
-    cells: int
-    skipped: int
-    ran: int
+    stages: int  # planned stages of this shard
+    skipped: int  # already done before this run
+    ran: int  # stages run by this run (all its workers)
+    fitted: int  # models and components trained by this run
     failed: list[str]
     results_csv: Path
+    planned: dict[str, int] = field(default_factory=dict)  # per role: component / model / evaluation / group
+
+
+def check_device(requested: str, profile: Profile, overridden: bool) -> str:
+    """The device to run on; a CUDA device the machine lacks stops the run before any work."""
+    from bench.adapter import resolve_device
+
+    if requested.startswith("cuda"):
+        where = "--device" if overridden else f"profile {profile.name!r}"
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{where} asks for device {requested!r}, but this machine has no CUDA device "
+                f"(torch {torch.__version__}); run with --device cpu (or --device auto) to override")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{where} asks for device {requested!r}, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s); pass --device cuda:0 or another index")
+    return str(resolve_device(requested))
 
 
 def run_profile(
@@ -66,150 +94,374 @@ def run_profile(
     device: str | None = None,
     progress: bool = True,
     report: bool = True,
+    jobs: int = 1,
 ) -> RunSummary:
-    """Run (or resume) every cell of ``profile`` in this shard, then rebuild the results."""
-    from bench.adapter import resolve_device
-
-    cells = profile.cells()
-    index, count = shard
-    mine = [c for i, c in enumerate(cells) if i % count == index]
-    dev = str(resolve_device(device or profile.device))
-    context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev}
-    skipped, failed = 0, []
-    bar = tqdm(mine, desc=f"grid {profile.name}", unit="cell", disable=not progress)
-    for cell in bar:
-        folder = results_dir / "cells" / cell.id
-        bar.set_postfix_str(f"{cell.method}/{cell.dataset}/seed{cell.seed}")
-        stale = stale_metrics(cell, read_cell_rows(folder))
-        if stale is not None and not stale:
-            skipped += 1
-            continue
-        rows = run_cell(cell, folder, context, progress=progress, only=stale)
-        if (rows["status"] == FAILED).any():
-            failed.append(f"{cell.method}/{cell.dataset}/seed{cell.seed} ({cell.id}): {rows['reason'].dropna().iloc[0]}")
-    failed += run_seed_metrics(cells, results_dir, dev)
-    results_csv = collect_results(cells, results_dir)
+    """Run (or resume) every stage of ``profile`` in this shard, then rebuild results.csv and the report."""
+    results_dir = Path(results_dir)
+    dev = check_device(device or profile.device, profile, device is not None)
+    check_writable(results_dir)
+    plan = stage_graph.plan(profile, shard=shard)
+    store = Store(results_dir)
+    write_json_atomic(plan.to_json(), results_dir / "plan" / f"{profile.name}.json")
+    context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev,
+               "run": uuid.uuid4().hex[:12], "run_started": time.time()}
+    adopt_legacy(plan, store, context)
+    before = Worker(plan, store, context).count_done()
+    if jobs <= 1:
+        worker = Worker(plan, store, context, progress=progress)
+        worker.run()
+        ran, fitted, failed = worker.ran, worker.fitted, worker.failures
+    else:
+        ran, fitted, failed = _run_local_workers(profile, results_dir, shard, dev, context, jobs, progress)
+    results_csv = collect_results(plan, store)
     if report:
         from bench.report import regenerate
 
         regenerate(results_dir)
-    return RunSummary(len(mine), skipped, len(mine) - skipped, failed, results_csv)
+    planned = {}
+    for s in plan.stages:
+        role = getattr(s, "role", s.kind)
+        planned[role] = planned.get(role, 0) + 1
+    return RunSummary(len(plan.stages), before, ran, fitted, failed, results_csv, planned)
 
 
-def cell_finished(folder: Path) -> bool:
-    """The cell trained and every metric ran (a checkpoint UDR can score), whatever the versions."""
-    rows = read_cell_rows(folder)
-    return rows is not None and not bool((rows["status"] == FAILED).any())
+# -- workers ------------------------------------------------------------------------------
+class Worker:
+    """Takes ready stages of a plan, one at a time, until none is left (see the module docstring)."""
 
+    def __init__(self, plan: Plan, store: Store, context: dict[str, Any], *, progress: bool = False,
+                 poll: float = 0.5, name: str = "") -> None:
+        self.plan, self.store, self.context, self.progress, self.poll, self.name = plan, store, context, progress, poll, name
+        self.by_id: dict[str, Stage] = {s.id: s for s in plan.stages}
+        self.tokens: dict[str, str] = {}  # stage id -> completion token of a done, valid stage
+        self.attempted: set[str] = set()
+        self.failures: list[str] = []
+        self.ran = self.fitted = 0
+        self._models: dict[str, tuple[str, Any]] = {}  # model id -> (token, loaded adapter); the last few
+        self._datasets: dict[str, Any] = {}
 
-def metric_version(name: str) -> int:
-    """The registered implementation version of metric ``name`` (1 unless bumped)."""
-    return int(registry.metrics().get(name).meta.get("version", 1))
+    # -- state ------------------------------------------------------------------------
+    def status(self, stage: Stage) -> str:
+        """done (and valid) | failed (in this run: terminal) | running (by another) | pending."""
+        if stage.id in self.tokens:
+            return DONE
+        st = self.store.state(stage.kind, stage.id)
+        if st.status == DONE:
+            expected = self.dep_tokens(stage)
+            if expected is not None and st.done.get("deps") == expected and \
+                    self.store.quick_check(stage.kind, stage.id, st.done):
+                self.tokens[stage.id] = st.done["token"]
+                return DONE
+            return PENDING  # made from inputs that were redone since (or a corrupt artifact, moved aside)
+        if st.status == "failed":
+            if stage.id in self.attempted or st.failed.get("finished_epoch", 0) >= self.context["run_started"]:
+                return "failed"
+            return PENDING  # failed in an earlier run: retried
+        return st.status
 
+    def dep_tokens(self, stage: Stage) -> dict[str, str] | None:
+        """The tokens of the stages ``stage`` is made from; None while one of them is not done."""
+        deps = {}
+        for kind, dep_id in stage.deps:
+            dep = self.by_id.get(dep_id)
+            state = self.status(dep) if dep is not None else PENDING
+            if state == DONE:
+                deps[dep_id] = self.tokens[dep_id]
+            elif isinstance(stage, GroupStage) and state == "failed":
+                continue  # a group scores the seeds that finished
+            else:
+                return None
+        return deps
 
-def stale_metrics(cell: Cell, rows: pd.DataFrame | None) -> set[str] | None:
-    """Names of ``cell``'s per-cell metrics to (re-)evaluate; ``None``: run the whole cell.
+    def blocker(self, stage: Stage) -> tuple[Stage | None, bool]:
+        """(a failed stage it needs, whether all it needs is done)."""
+        ready = True
+        for _, dep_id in stage.deps:
+            dep = self.by_id[dep_id]
+            state = self.status(dep)
+            if state == "failed" and not isinstance(stage, GroupStage):
+                return dep, False
+            if state not in (DONE, "failed"):
+                ready = False
+        return None, ready
 
-    ``None`` when the cell has no rows or failed as a whole (training or loading); otherwise
-    the metrics whose rows are missing, failed, or carry an older ``metric_version`` (rows
-    written before versions were recorded count as version 1). Empty: the cell is finished.
-    """
-    if rows is None or ((rows["status"] == FAILED) & rows["metric"].isna()).any():
-        return None
-    versions = rows["metric_version"] if "metric_version" in rows else pd.Series(1, index=rows.index)
-    versions = versions.fillna(1).astype(int)
-    stale = set()
-    for name in cell.metrics:
-        if _is_seed_metric(name):
-            continue
-        mine = rows["metric"].isin(_metric_keys(name))
-        if not mine.any() or (rows.loc[mine, "status"] == FAILED).any() or (versions[mine] != metric_version(name)).any():
-            stale.add(name)
-    return stale
+    def count_done(self) -> int:
+        return sum(self.status(s) == DONE for s in self.plan.stages)
 
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        bar = tqdm(total=len(self.plan.stages), desc=f"grid {self.plan.profile}", unit="stage", disable=not self.progress)
+        while True:
+            progressed = waiting = False
+            for stage in self.plan.stages:
+                state = self.status(stage)
+                if state in (DONE, "failed"):
+                    continue
+                if state == RUNNING:
+                    waiting = True
+                    continue
+                failed_dep, ready = self.blocker(stage)
+                if failed_dep is not None:
+                    self._fail_upstream(stage, failed_dep)
+                    continue
+                if not ready:
+                    waiting = True
+                    continue
+                claim = self.store.claim(stage.kind, stage.id, stage.describe(), run=self.context["run"])
+                if claim is None:
+                    waiting = True
+                    continue
+                if self.status(stage) == DONE:  # finished by another worker between our look and our claim
+                    claim.release()
+                    continue
+                self.store.invalidate(stage.kind, stage.id)
+                bar.set_postfix_str(stage.label[:60])
+                try:
+                    self.execute(stage, claim)
+                finally:
+                    claim.release()  # already released when the stage finished or failed; here on an interrupt
+                progressed = True
+                break
+            bar.n = sum(1 for s in self.plan.stages if s.id in self.tokens or s.id in self.attempted)
+            bar.refresh()
+            if progressed:
+                continue
+            if waiting:
+                time.sleep(self.poll)
+                continue
+            break
+        bar.close()
 
-def _metric_keys(name: str) -> set[str]:
-    """The ``metric`` values of metric ``name``'s rows: its outputs, or its name on skipped/failed rows."""
-    return {name, *registry.metrics().get(name).meta.get("outputs", ())}
+    def execute(self, stage: Stage, claim) -> None:
+        self.attempted.add(stage.id)
+        self.ran += 1
+        start = time.perf_counter()
+        try:
+            if isinstance(stage, ModelStage):
+                self._run_model(stage, claim)
+            elif isinstance(stage, EvalStage):
+                self._run_evaluation(stage, claim)
+            else:
+                self._run_group(stage, claim)
+        except CorruptArtifactError as exc:
+            # an input was corrupt and has been moved aside: it becomes pending, this stage waits for it
+            self.attempted.discard(stage.id)
+            self.ran -= 1
+            claim.release()
+            print(f"bench: {stage.label} waits for an input to be redone ({exc})", file=sys.stderr)
+            return
+        if self.name and self.progress:
+            state = "failed" if stage.id not in self.tokens else "done"
+            print(f"[{self.name}] {state}: {stage.kind} {stage.label} ({time.perf_counter() - start:.1f} s)", flush=True)
 
+    def _fail_upstream(self, stage: Stage, failed_dep: Stage) -> None:
+        """A stage that cannot run because something it needs failed; the reason names that stage."""
+        what = "component" if getattr(failed_dep, "role", "") == "component" else failed_dep.kind
+        record = read_json(self.store.folder(failed_dep.kind, failed_dep.id) / "failed.json") or {}
+        first = (str(record.get("reason") or "").splitlines() or ["no reason recorded"])[0]
+        reason = f"{what} {failed_dep.label} ({failed_dep.id}) failed: {first}"
+        self.attempted.add(stage.id)
+        folder = self.store.folder(stage.kind, stage.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        artifacts: list[str] = []
+        if isinstance(stage, ModelStage):
+            write_csv_atomic(rows_frame([_row(self._base(stage), "", float("nan"), FAILED, reason)]), folder / "rows.csv")
+            artifacts = ["rows.csv"]
+            self.failures.append(f"{stage.label} ({stage.id}): {reason}")
+        self.store.fail(stage.kind, stage.id, None, reason, run_started=self.context["run_started"], artifacts=artifacts)
 
-def run_cell(cell: Cell, folder: Path, context: dict[str, Any], *, progress: bool = False,
-             only: set[str] | None = None) -> pd.DataFrame:
-    """Train (or reload) and evaluate one cell; always returns (and writes) its rows, failed or not.
+    # -- loading ----------------------------------------------------------------------
+    def dataset(self, name: str):
+        if name not in self._datasets:
+            self._datasets[name] = registry.datasets().create(name)
+        return self._datasets[name]
 
-    ``only``: re-evaluate just these metrics of a cell that has rows; its other metric rows
-    are kept as they are (see :func:`stale_metrics`).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    kept: list[dict[str, Any]] = []
-    if only is not None:
-        previous = read_cell_rows(folder)
-        keys = set().union(*(_metric_keys(n) for n in cell.metrics if n not in only))
-        if previous is not None:
-            kept = previous[previous["metric"].isin(keys)].to_dict("records")
-            for row in kept:  # rows written before versions were recorded are version 1
-                if pd.isna(row.get("metric_version")):
-                    row["metric_version"] = 1
-    write_json_atomic({**dataclasses.asdict(cell), "cell_id": cell.id, "config_id": cell.config_id}, folder / "config.json")
-    base = {
-        "cell_id": cell.id, "config_id": cell.config_id, "profile": context["profile"], "method": cell.method,
-        "preset": cell.preset, "dataset": cell.dataset, "seed": cell.seed, "n_seeds_planned": cell.n_seeds_planned,
-        "params": json.dumps(cell.params, sort_keys=True), "packages": context["packages"],
-        "git_commit": context["git_commit"], "device": context["device"],
-    }
-    rows: list[dict[str, Any]] = []
-    fit_seconds = float("nan")
-    try:
-        cls = registry.methods().load(cell.method)
-        base["method_version"] = cls.version
-        dataset = registry.datasets().create(cell.dataset)
-        base["dataset_version"] = dataset.version
-        adapter, fit_seconds, fit_info = _fit_or_load(cls, cell, dataset, folder, context["device"], progress)
-        base["fit_seconds"] = fit_seconds
-        rows += [_row(base, name, value, OK) for name, value in fit_info.items()]
-        if only is None or not (folder / "figures.npz").is_file():
-            _write_figures(adapter, dataset, folder, cell.seed)
-        for metric_name, metric_params in cell.metrics.items():
-            if _is_seed_metric(metric_name):
-                continue  # scored with the setting's other seeds, after the grid
-            if only is not None and metric_name not in only:
-                continue  # its rows are kept
-            rows += _evaluate(metric_name, metric_params, adapter, dataset, cell.seed, base)
-    except Exception as exc:  # the grid must go on; the reason is recorded, never lost
+    def load_model(self, stage: ModelStage):
+        """The trained adapter of a done model stage (checksum verified; components loaded first)."""
+        token = self.tokens[stage.id]
+        cached = self._models.get(stage.id)
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        components = {name: self.load_model(self.by_id[cid]) for name, cid in stage.components.items()}
+        path = self.store.verified("model", stage.id, "model.pt")
+        try:
+            adapter = registry.methods().load(stage.method).load(path, components=components)
+        except Exception as exc:  # unreadable although its checksum matches: written by another version?
+            raise RuntimeError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        if hasattr(adapter, "to"):
+            adapter.to(self.context["device"])
+        self._remember(stage.id, token, adapter)
+        return adapter
+
+    def _remember(self, model_id: str, token: str, adapter) -> None:
+        self._models[model_id] = (token, adapter)
+        while len(self._models) > 3:
+            self._models.pop(next(iter(self._models)))
+
+    # -- running ----------------------------------------------------------------------
+    def _base(self, stage: ModelStage) -> dict[str, Any]:
+        return {
+            "model_id": stage.id, "config_id": stage.config_id, "role": stage.role, "profile": self.context["profile"],
+            "method": stage.method, "method_version": stage.method_version, "preset": stage.preset,
+            "dataset": stage.dataset, "dataset_version": stage.dataset_version, "seed": stage.seed,
+            "n_seeds_planned": stage.n_seeds_planned, "params": json.dumps(stage.params, sort_keys=True),
+            "components": json.dumps(stage.components, sort_keys=True), "packages": self.context["packages"],
+            "git_commit": self.context["git_commit"], "device": self.context["device"],
+        }
+
+    def _run_model(self, stage: ModelStage, claim) -> None:
+        folder = self.store.folder("model", stage.id)
+        base = {**self._base(stage), "stage": "model"}
+        fit_seconds = float("nan")
+        try:
+            components = {name: self.load_model(self.by_id[cid]) for name, cid in stage.components.items()}
+            cls = registry.methods().load(stage.method)
+            dataset = self.dataset(stage.dataset)
+            adapter = cls(**stage.params)
+            log = TrainLog(folder / "train_log.jsonl", stage.params, tensorboard_dir=self.store.root / "tensorboard"
+                           / f"{stage.method}-{stage.dataset}-seed{stage.seed}-{stage.id[:8]}")
+            adapter.set_logger(log)
+            kwargs = {"components": components} if cls.components else {}
+            start = time.perf_counter()
+            try:
+                adapter.fit(dataset, seed=stage.seed, device=self.context["device"], progress=self.progress, **kwargs)
+            finally:
+                adapter.set_logger(None)
+                log.close()
+            fit_seconds = time.perf_counter() - start
+            self.fitted += 1
+            info = _training_rows(adapter, stage.params, fit_seconds)
+            adapter.save(folder / "model.pt")
+            _write_figures(adapter, dataset, folder, stage.seed)
+            rows = [_row({**base, "fit_seconds": fit_seconds}, name, value, OK) for name, value in info.items()]
+            write_csv_atomic(rows_frame(rows), folder / "rows.csv")
+        except CorruptArtifactError:
+            raise
+        except Exception as exc:
+            self._record_failure(stage, claim, folder, {**base, "fit_seconds": fit_seconds}, exc)
+            return
+        deps = {cid: self.tokens[cid] for cid in stage.components.values()}
+        token = self.store.finish("model", stage.id, claim, list(MODEL_ARTIFACTS), deps=deps,
+                                  summary={"fit_seconds": fit_seconds, "rows": info})
+        if token is not None:
+            self.tokens[stage.id] = token
+            self._remember(stage.id, token, adapter)
+
+    def _record_failure(self, stage: Stage, claim, folder: Path, base: dict, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()  # free the failed cell's memory for the next one
+            torch.cuda.empty_cache()  # free the failed stage's memory for the next one
         (folder / "error.txt").write_text(traceback.format_exc())
-        rows.append(_row({**base, "fit_seconds": fit_seconds}, "", float("nan"), FAILED, reason))
-    frame = rows_frame(rows + kept)
-    write_csv_atomic(frame, folder / "rows.csv")
-    return frame
+        write_csv_atomic(rows_frame([_row(base, "", float("nan"), FAILED, reason)]), folder / "rows.csv")
+        self.store.fail(stage.kind, stage.id, claim, reason, run_started=self.context["run_started"],
+                        artifacts=["rows.csv", "error.txt"])
+        self.failures.append(f"{stage.label} ({stage.id}): {reason}")
+
+    def _run_evaluation(self, stage: EvalStage, claim) -> None:
+        model = stage.model
+        folder = self.store.folder("evaluation", stage.id)
+        done = read_json(self.store.folder("model", model.id) / "done.json") or {}
+        base = {**self._base(model), "stage": "evaluation", "eval_id": stage.id,
+                "fit_seconds": done.get("summary", {}).get("fit_seconds")}
+        try:
+            adapter = self.load_model(model)
+            rows = _evaluate(stage.metric, stage.params, adapter, self.dataset(model.dataset), model.seed, base)
+        except CorruptArtifactError:
+            raise
+        except Exception as exc:
+            rows = [_row({**base, "metric_version": stage.metric_version}, stage.metric, float("nan"), FAILED,
+                         f"{type(exc).__name__}: {exc}", stage.params)]
+            (folder / "error.txt").write_text(traceback.format_exc())
+        write_csv_atomic(rows_frame(rows), folder / "rows.csv")
+        failed = [r for r in rows if r["status"] == FAILED]
+        if failed:
+            self.store.fail("evaluation", stage.id, claim, failed[0]["reason"], run_started=self.context["run_started"],
+                            artifacts=["rows.csv"])
+            self.failures.append(f"{stage.label} ({stage.id}): {failed[0]['reason']}")
+            return
+        token = self.store.finish("evaluation", stage.id, claim, ["rows.csv"], deps={model.id: self.tokens[model.id]})
+        if token is not None:
+            self.tokens[stage.id] = token
+
+    def _run_group(self, stage: GroupStage, claim) -> None:
+        folder = self.store.folder("group", stage.id)
+        done = [m for m in stage.members if self.status(m) == DONE]
+        bases = [{**self._base(m), "stage": "group", "eval_id": stage.id, "metric_version": stage.metric_version}
+                 for m in done]
+        params, name = stage.params, stage.metric
+        rows: list[dict[str, Any]] = []
+        if len(done) < 2:
+            reason = f"{name} compares the seeds of a setting; {len(done)} finished seed(s), it needs at least 2"
+            rows = [_row(b, name, float("nan"), SKIPPED, reason, params) for b in bases]
+        else:
+            try:
+                entry = registry.metrics().get(name)
+                models = [self.load_model(m) for m in done]
+                start = time.perf_counter()
+                values = entry.load()(self.dataset(done[0].dataset), models, np.random.RandomState(0), **params)
+                seconds = time.perf_counter() - start
+                for i, b in enumerate(bases):
+                    rows += [_row(b, key, float(values[key][i]), OK, None, params, seconds)
+                             for key in entry.meta.get("outputs", tuple(values)) if key in values]
+            except CorruptArtifactError:
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                rows = [_row(b, name, float("nan"), FAILED, reason, params) for b in bases]
+        write_csv_atomic(rows_frame(rows), folder / "rows.csv")
+        failed = [r for r in rows if r["status"] == FAILED]
+        if failed:
+            self.store.fail("group", stage.id, claim, failed[0]["reason"], run_started=self.context["run_started"],
+                            artifacts=["rows.csv"])
+            self.failures.append(f"{stage.label} ({stage.id}): {failed[0]['reason']}")
+            return
+        token = self.store.finish("group", stage.id, claim, ["rows.csv"], deps={m.id: self.tokens[m.id] for m in done})
+        if token is not None:
+            self.tokens[stage.id] = token
 
 
-def _fit_or_load(cls, cell: Cell, dataset, folder: Path, device: str, progress: bool):
-    checkpoint, info_path = folder / "model.pt", folder / "fit.json"
-    if checkpoint.is_file() and info_path.is_file():
-        adapter = cls.load(checkpoint)
-        info = json.loads(info_path.read_text())
-        if hasattr(adapter, "to"):
-            adapter.to(device)
-        return adapter, info["fit_seconds"], info["rows"]
-    adapter = cls(**cell.params)
-    start = time.perf_counter()
-    adapter.fit(dataset, seed=cell.seed, device=device, progress=progress)
-    seconds = time.perf_counter() - start
-    steps, batch = cell.params.get("steps"), cell.params.get("batch_size")
-    info_rows = {}
+def _training_rows(adapter, params: dict[str, Any], seconds: float) -> dict[str, float]:
+    steps, batch = params.get("steps"), params.get("batch_size")
+    info = {}
     if steps and batch:
-        info_rows["train_images_per_s"] = steps * batch / seconds
+        info["train_images_per_s"] = steps * batch / seconds
     history = getattr(adapter, "history_", None)
     if history:
-        info_rows["final_loss"] = float(history[-1][1])
-    adapter.save(checkpoint)
-    write_json_atomic({"fit_seconds": seconds, "rows": info_rows}, info_path)
-    return adapter, seconds, info_rows
+        info["final_loss"] = float(history[-1][1])
+    return info
 
 
+# -- local worker processes ----------------------------------------------------------------
+def _run_local_workers(profile: Profile, results_dir: Path, shard: tuple[int, int], device: str,
+                       context: dict[str, Any], jobs: int, progress: bool) -> tuple[int, int, list[str]]:
+    """``jobs`` worker processes over one plan: one GPU each where there are GPUs, else a share of the cores."""
+    spec_dir = results_dir / "plan" / f"run-{context['run']}"
+    spec = {"profile": asdict(profile), "results": str(results_dir), "shard": list(shard), "device": device,
+            "context": context, "progress": progress}
+    write_json_atomic(spec, spec_dir / "spec.json")
+    gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    procs = []
+    for i in range(jobs):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        env["BENCH_WORKER_THREADS"] = str(threads)
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench.worker", str(spec_dir / "spec.json"), str(i)], env=env))
+    for p in procs:
+        p.wait()
+    ran = fitted = 0
+    failed: list[str] = []
+    for i, p in enumerate(procs):
+        out = read_json(spec_dir / f"worker-{i}.json")
+        if out is None:
+            failed.append(f"worker {i} exited with status {p.returncode} before reporting")
+            continue
+        ran, fitted, failed = ran + out["ran"], fitted + out["fitted"], failed + out["failed"]
+    return ran, fitted, failed
+
+
+# -- evaluation -----------------------------------------------------------------------------
 _CONTRACTS = {"factors": "FactorDataset", "labels": "LabelledDataset", "attributes": "AttributeDataset"}
 
 
@@ -218,7 +470,7 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
     from bench.data import base as data_base
 
     entry = registry.metrics().get(name)
-    base = {**base, "metric_version": metric_version(name)}
+    base = {**base, "metric_version": stage_graph.metric_version(name)}
     requires, uses, capability = entry.meta.get("requires"), entry.meta.get("uses", "encode"), entry.meta.get("capability")
     if requires and not isinstance(dataset, getattr(data_base, _CONTRACTS[requires])):
         return [_row(base, name, float("nan"), SKIPPED, f"dataset {dataset.name!r} has no {requires}", params)]
@@ -279,92 +531,125 @@ def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps:
     tmp.replace(folder / "figures.npz")
 
 
-def _is_seed_metric(name: str) -> bool:
-    return registry.metrics().get(name).meta.get("scope") == "seeds"
+# -- results --------------------------------------------------------------------------------
+def collect_results(plan: Plan, store: Store) -> Path:
+    """Concatenate the rows of the plan's finished and failed stages into ``results.csv`` (under a lock).
 
-
-def run_seed_metrics(cells: list[Cell], results_dir: Path, device: str) -> list[str]:
-    """Score every setting whose seeds have all run with its ``scope="seeds"`` metrics.
-
-    Returns a line per setting whose scoring failed (the grid's other results are kept).
+    Columns that depend on the grid rather than on the stage (profile, planned seeds) are
+    those of this plan, so a stage shared by two grids reads right in each.
     """
-    groups: dict[str, list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault(cell.config_id, []).append(cell)
-    failures = []
-    for config_id, members in groups.items():
-        names = [m for m in members[0].metrics if _is_seed_metric(m)]
-        if not names:
-            continue
-        folders = [results_dir / "cells" / c.id for c in members]
-        if not all((f / "rows.csv").is_file() for f in folders):
-            continue  # some seeds not run yet (another shard, or an interrupted run)
-        done = [(c, f) for c, f in zip(members, folders) if cell_finished(f)]
-        record_path = results_dir / "groups" / f"{config_id}.json"
-        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-        wanted = {"models": sorted(c.id for c, _ in done), "metrics": {n: members[0].metrics[n] for n in names},
-                  "versions": {n: metric_version(n) for n in names}}
-        record.setdefault("versions", {n: 1 for n in record.get("metrics", {})})  # written before versions
-        if record == wanted and all((f / "seeds_rows.csv").is_file() for _, f in done):
-            continue
-        rows: dict[Path, list[dict]] = {f: [] for _, f in done}
-        ok = True
-        for name in names:
-            params = members[0].metrics[name]
-            try:
-                for folder, row in _seed_metric_rows(name, params, done, device):
-                    rows[folder].append(row)
-            except Exception as exc:
-                ok = False
-                reason = f"{type(exc).__name__}: {exc}"
-                failures.append(f"{name} of {members[0].method}/{members[0].dataset} ({config_id}): {reason}")
-                for _, folder in done:
-                    rows[folder].append(_row(_cell_base(folder, name), name, float("nan"), FAILED, reason, params))
-        for folder, cell_rows in rows.items():
-            write_csv_atomic(rows_frame(cell_rows), folder / "seeds_rows.csv")
-        if ok:  # a failed scoring is retried by the next run
-            write_json_atomic(wanted, record_path)
-    return failures
-
-
-def _cell_base(folder: Path, metric: str) -> dict[str, Any]:
-    """The identifying columns of a cell's rows (method, dataset, seed, versions, ...) for ``metric``'s rows."""
-    first = read_cell_rows(folder).iloc[0].to_dict()
-    keep = ("metric", "value", "status", "reason", "metric_params", "metric_version", "eval_seconds", "timestamp")
-    return {**{k: v for k, v in first.items() if k not in keep}, "metric_version": metric_version(metric)}
-
-
-def _seed_metric_rows(name: str, params: dict[str, Any], done: list, device: str):
-    """(cell folder, row) for each finished seed of one setting, scored together by metric ``name``."""
-    if len(done) < 2:
-        reason = f"{name} compares the seeds of a setting; {len(done)} finished seed(s), it needs at least 2"
-        return [(f, _row(_cell_base(f, name), name, float("nan"), SKIPPED, reason, params)) for _, f in done]
-    entry = registry.metrics().get(name)
-    cls = registry.methods().load(done[0][0].method)
-    dataset = registry.datasets().create(done[0][0].dataset)
-    models = []
-    for _, folder in done:
-        model = cls.load(folder / "model.pt")
-        if hasattr(model, "to"):
-            model.to(device)
-        models.append(model)
-    start = time.perf_counter()
-    values = entry.load()(dataset, models, np.random.RandomState(0), **params)
-    seconds = time.perf_counter() - start
-    out = []
-    for i, (_, folder) in enumerate(done):
-        base = _cell_base(folder, name)
-        out += [(folder, _row(base, key, float(values[key][i]), OK, None, params, seconds))
-                for key in entry.meta.get("outputs", tuple(values)) if key in values]
-    return out
-
-
-def collect_results(cells: list[Cell], results_dir: Path) -> Path:
-    """Concatenate the rows of ``cells`` into ``results.csv`` (cells not yet run are absent)."""
-    frames = [f for f in (read_cell_rows(results_dir / "cells" / c.id) for c in cells) if f is not None]
-    frames += [pd.read_csv(p, dtype={"cell_id": str, "config_id": str, "reason": str})
-               for p in (results_dir / "cells" / c.id / "seeds_rows.csv" for c in cells) if p.is_file()]
-    frame = pd.concat(frames, ignore_index=True) if frames else rows_frame([])
-    path = results_dir / "results.csv"
-    write_csv_atomic(frame, path)
+    path = store.root / "results.csv"
+    planned_seeds = {s.id: s.n_seeds_planned for s in plan.stages if isinstance(s, ModelStage)}
+    with FileLock(store.root / "results.csv.lock"):
+        frames = []
+        worker = Worker(plan, store, {"run_started": 0.0, "run": ""})  # every recorded failure counts
+        for stage in plan.stages:
+            state = worker.status(stage)
+            folder = store.folder(stage.kind, stage.id)
+            if state == "failed" or state == DONE:
+                rows = read_rows(folder / "rows.csv")
+                if rows is not None and len(rows):
+                    frames.append(rows)
+        frame = pd.concat(frames, ignore_index=True) if frames else rows_frame([])
+        frame = rows_frame(frame.to_dict("records")) if len(frame) else frame
+        if len(frame):
+            frame["profile"] = plan.profile
+            frame["n_seeds_planned"] = frame["model_id"].map(planned_seeds).fillna(frame["n_seeds_planned"])
+        write_csv_atomic(frame, path)
     return path
+
+
+# -- the earlier layout (results/cells/<cell id>/) --------------------------------------------
+def adopt_legacy(plan: Plan, store: Store, context: dict[str, Any]) -> int:
+    """Adopt finished models (and their metric rows) of a results folder written before stages existed.
+
+    A folder ``cells/<id>/`` with ``config.json``, ``model.pt`` and ``fit.json`` whose model
+    identity (method and dataset versions from its rows) is a model of this plan becomes that
+    model's stage, without retraining; its metric rows whose parameters and metric version
+    match an evaluation of the plan become that evaluation. The old folders are kept, marked
+    with ``adopted.json``. Returns the number of models adopted.
+    """
+    legacy = store.root / "cells"
+    if not legacy.is_dir():
+        return 0
+    models = {s.id: s for s in plan.stages if isinstance(s, ModelStage)}
+    evals: dict[tuple[str, str], list[EvalStage]] = {}
+    for s in plan.stages:
+        if isinstance(s, EvalStage):
+            evals.setdefault((s.model.id, s.metric), []).append(s)
+    worker = Worker(plan, store, context)
+    adopted = 0
+    for folder in sorted(p for p in legacy.iterdir() if p.is_dir()):
+        config, fit = read_json(folder / "config.json"), read_json(folder / "fit.json")
+        if config is None or fit is None or not (folder / "model.pt").is_file() or (folder / "adopted.json").exists():
+            continue
+        old_rows = read_rows(folder / "rows.csv")
+        first = old_rows.iloc[0] if old_rows is not None and len(old_rows) else None
+        cls_version = str(first["method_version"]) if first is not None and pd.notna(first.get("method_version")) else None
+        ds_version = str(first["dataset_version"]) if first is not None and pd.notna(first.get("dataset_version")) else None
+        match = next((m for m in models.values() if m.method == config.get("method") and m.dataset == config.get("dataset")
+                      and m.seed == config.get("seed") and m.params == config.get("params") and not m.components
+                      and cls_version in (None, m.method_version) and ds_version in (None, m.dataset_version)), None)
+        if match is None or worker.status(match) == DONE:
+            continue
+        claim = store.claim("model", match.id, match.describe(), run=context["run"])
+        if claim is None:
+            continue
+        target = store.folder("model", match.id)
+        for name in ("model.pt", "figures.npz"):
+            if (folder / name).is_file():
+                _link_or_copy(folder / name, target / name)
+        base = {**worker._base(match), "stage": "model", "fit_seconds": fit.get("fit_seconds")}
+        rows = [_row(base, k, v, OK) for k, v in fit.get("rows", {}).items()]
+        write_csv_atomic(rows_frame(rows), target / "rows.csv")
+        (target / "train_log.jsonl").write_text("")  # the earlier layout kept no curve
+        artifacts = [n for n in MODEL_ARTIFACTS if (target / n).is_file()]
+        token = store.finish("model", match.id, claim, artifacts, deps={},
+                             summary={"fit_seconds": fit.get("fit_seconds"), "rows": fit.get("rows", {}),
+                                      "adopted_from": str(folder)})
+        if token is None:
+            continue
+        worker.tokens[match.id] = token
+        adopted += 1
+        if old_rows is not None:
+            _adopt_legacy_rows(old_rows, match, evals, worker, store, context)
+        write_json_atomic({"model_id": match.id, "adopted": context["run"]}, folder / "adopted.json")
+    if adopted:
+        print(f"bench: adopted {adopted} finished model(s) from the earlier layout ({legacy}) without retraining; "
+              "the old folders are kept", file=sys.stderr)
+    return adopted
+
+
+def _adopt_legacy_rows(old_rows: pd.DataFrame, model: ModelStage, evals: dict, worker: Worker, store: Store,
+                       context: dict[str, Any]) -> None:
+    for ev in [e for (mid, _), es in evals.items() if mid == model.id for e in es]:
+        keys = {ev.metric, *registry.metrics().get(ev.metric).meta.get("outputs", ())}
+        mine = old_rows[old_rows["metric"].isin(keys)]
+        if mine.empty or (mine["status"] == FAILED).any():
+            continue
+        versions = mine["metric_version"] if "metric_version" in mine else pd.Series(1, index=mine.index)
+        if (versions.fillna(1).astype(int) != ev.metric_version).any():
+            continue
+        if any(json.loads(p) != ev.params for p in mine["metric_params"].fillna("{}")):
+            continue
+        claim = store.claim("evaluation", ev.id, ev.describe(), run=context["run"])
+        if claim is None:
+            continue
+        rows = mine.drop(columns=[c for c in ("cell_id",) if c in mine]).to_dict("records")
+        base = {**worker._base(model), "stage": "evaluation", "eval_id": ev.id, "metric_version": ev.metric_version}
+        rows = [{**r, **base} for r in rows]
+        write_csv_atomic(rows_frame(rows), store.folder("evaluation", ev.id) / "rows.csv")
+        store.finish("evaluation", ev.id, claim, ["rows.csv"], deps={model.id: worker.tokens[model.id]},
+                     summary={"adopted": True})
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if dst.exists():
+            dst.unlink()
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

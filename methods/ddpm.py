@@ -99,6 +99,22 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 256,
 }
 
+#: valid ranges of every diffusion adapter's hyperparameters (bench.params); keys a method lacks are ignored
+DIFFUSION_RANGES: dict[str, Any] = {
+    "base_channels": ">= 1", "channel_mult": "each >= 1", "num_res_blocks": ">= 1", "attention_resolutions": "each >= 1",
+    "dropout": "[0, 1)", "norm_groups": ">= 1", "time_embed_dim": ">= 0", "num_heads": ">= 1", "timesteps": ">= 2",
+    "lr": "> 0", "weight_decay": ">= 0", "adam_beta1": "[0, 1)", "adam_beta2": "[0, 1)", "batch_size": ">= 1",
+    "steps": ">= 1", "warmup_steps": ">= 0", "grad_clip": ">= 0", "ema_decay": "[0, 1)", "log_every": ">= 1",
+    "data_pool": ">= 0", "ddim_steps": ">= 1", "ddim_eta": ">= 0", "eval_batch_size": ">= 1",
+    # autoencoding diffusion (DiffAE, InfoDiffusion)
+    "latent_dim": ">= 1", "enc_base_channels": ">= 0", "enc_channel_mult": "each >= 1", "enc_num_res_blocks": ">= 1",
+    "enc_attention_resolutions": "each >= 1", "latent_batch_size": ">= 1", "latent_ddim_steps": ">= 1",
+    "latent_dropout": "[0, 1)", "latent_hidden": ">= 1", "latent_layers": ">= 1", "latent_lr": "> 0",
+    "latent_samples": ">= 0", "latent_steps": ">= 0", "latent_timesteps": ">= 2", "latent_weight_decay": ">= 0",
+    "zeta": ">= 0", "lambda_": ">= 0", "two_phase_t": ">= 0", "mog_components": ">= 1", "mog_spread": ">= 0",
+    "mog_std": "> 0",
+}
+
 TINY_NET: dict[str, Any] = {
     "base_channels": 8,
     "channel_mult": [1, 2],
@@ -175,6 +191,7 @@ class DiffusionFamily(Adapter):
     """Shared machinery of DDPM, DiffAE and InfoDiffusion (see the module docstring)."""
 
     defaults: ClassVar[dict[str, Any]] = dict(DIFFUSION_DEFAULTS)
+    ranges = DIFFUSION_RANGES
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -311,7 +328,7 @@ class DiffusionFamily(Adapter):
         return self
 
     def _run_loop(self, state: TrainState, steps: int, desc: str, progress: bool, history: list,
-                  lr: float, batch_size: int) -> None:
+                  lr: float, batch_size: int, phase: str = "train") -> None:
         """``steps`` calls of :func:`train_step`; the loss is read and checked every ``log_every`` steps."""
         bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False)
         for step in bar:
@@ -319,6 +336,8 @@ class DiffusionFamily(Adapter):
             if step % self.log_every == 0 or step == steps:
                 value = float(loss)  # the only host sync, every log_every steps
                 history.append((step, value))
+                current_lr = state.optimizer.param_groups[0]["lr"]
+                self.log_scalars(step, phase=phase, loss=value, lr=current_lr)
                 bar.set_postfix(loss=f"{value:.4f}")
                 if bool(state.nonfinite):
                     raise DivergedError(

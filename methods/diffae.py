@@ -201,7 +201,7 @@ class DiffAE(DiffusionFamily):
         )
         self.latent_history_: list[tuple[int, float]] = []
         self._run_loop(latent_state, self.latent_steps, f"fit {type(self).__name__} latent DDPM", progress,
-                       self.latent_history_, self.latent_lr, self.latent_batch_size)
+                       self.latent_history_, self.latent_lr, self.latent_batch_size, phase="latent")
         self.latent_net_.eval()
 
     def _build_latent(self) -> None:

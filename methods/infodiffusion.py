@@ -233,6 +233,7 @@ class InfoDiffusion(DiffAE):
             self._fit_latent_ddpm(state, seed, progress)
         if self.two_phase_t > 0:
             self.vanilla_ = self._make_vanilla()
+            self.vanilla_.set_logger(lambda phase, step, values: self.log_scalars(step, phase="vanilla", **values))
             self.vanilla_.fit(data, seed=seed, device=state.device, progress=progress)
             self.vanilla_.to(self.device_)
 
@@ -266,6 +267,7 @@ class InfoDiffusion(DiffAE):
         super().load_state_dict(state, input_shape)
         if "vanilla" in state:
             self.vanilla_ = self._make_vanilla()
+            self.vanilla_.set_logger(lambda phase, step, values: self.log_scalars(step, phase="vanilla", **values))
             self.vanilla_.load_state_dict(state["vanilla"], input_shape)
             self.vanilla_.input_shape = tuple(input_shape)
             self.vanilla_._fitted = True

@@ -53,6 +53,13 @@ _COMMON: dict[str, Any] = {
     "mog_std": 0.5,
     "log_every": 100,
 }
+#: valid ranges (bench.params), checked with the types before anything trains
+_RANGES: dict[str, Any] = {
+    "latent_dim": ">= 1", "channels": "each >= 1", "hidden": ">= 1", "lr": "> 0",
+    "adam_beta1": "[0, 1)", "adam_beta2": "[0, 1)", "adam_eps": "> 0", "batch_size": ">= 1", "steps": ">= 1",
+    "reconstruction": ("bernoulli", "gaussian"), "prior": ("gaussian", "mog"), "mog_components": ">= 1",
+    "mog_spread": ">= 0", "mog_std": "> 0", "log_every": ">= 1", "beta": ">= 0", "lambda_": ">= 0", "alpha": "<= 1",
+}
 _TINY: dict[str, Any] = {"channels": [16, 16, 32, 32], "hidden": 64, "lr": 1e-3, "steps": 200, "batch_size": 32}
 _RECONSTRUCTIONS = ("bernoulli", "gaussian")
 
@@ -71,6 +78,7 @@ class AutoencoderFamily(Adapter):
     """Shared machinery: networks, training loop, encode/decode/sample, checkpoints."""
 
     defaults: ClassVar[dict[str, Any]] = dict(_COMMON)
+    ranges = _RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(_TINY), "paper": {}}
     capabilities = frozenset({"decode", "reconstruct"})
     #: whether the encoder outputs (mu, logvar) rather than a point code
@@ -154,6 +162,8 @@ class AutoencoderFamily(Adapter):
             if step % self.log_every == 0 or step == self.steps:
                 value = float(loss.detach())  # the only host sync, every log_every steps
                 self.history_.append((step, value))
+                terms = {k: float(v) for k, v in getattr(self, "_terms", {}).items()}
+                self.log_scalars(step, loss=value, lr=self.lr, **terms)
                 bar.set_postfix(loss=f"{value:.2f}")
                 if bool(nonfinite):
                     raise DivergedError(
@@ -168,7 +178,9 @@ class AutoencoderFamily(Adapter):
         mu, logvar = self._posterior(x)
         z = mu if logvar is None else mu + (0.5 * logvar).exp() * noise
         rec = self._reconstruction_loss(self.decoder_(z), x).mean()
-        return rec + self._regulariser(z, mu, logvar)
+        reg = self._regulariser(z, mu, logvar)
+        self._terms = {"reconstruction": rec.detach(), "regulariser": reg.detach()}  # read every log_every steps
+        return rec + reg
 
     def _after_fit(self, data, rng: np.random.Generator) -> None:
         """Hook run once after training (the AE fits its sampling Gaussian here)."""

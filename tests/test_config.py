@@ -40,9 +40,12 @@ def test_good_config_expands_the_grid(tmp_path):
     assert {c.params["beta"] for c in cells if c.method == "beta-vae"} == {1.0, 4.0}
     assert all(c.params["steps"] == 10 for c in cells)
     assert cells[0].metrics["dci"] == {"num_train": 100}
-    assert len({c.id for c in cells}) == 6  # the hash tells every cell apart
+    from bench.stages import plan
+
+    models = plan(config.profile()).models
+    assert len({m.id for m in models}) == 6  # the hash tells every model apart
     # ...and is stable: the same config gives the same ids
-    assert [c.id for c in load_config(write(tmp_path, GOOD)).profile().cells()] == [c.id for c in cells]
+    assert [m.id for m in plan(load_config(write(tmp_path, GOOD)).profile()).models] == [m.id for m in models]
 
 
 def test_the_repository_bench_toml_is_valid():
@@ -70,6 +73,14 @@ def test_the_repository_bench_toml_is_valid():
         (lambda s: s.replace('seeds = [0, 1]', 'seeds = [0, 0]'), r"seeds has duplicates"),
         (lambda s: s.replace('num_train = 100', 'representation = "median"'), r"representation = 'median'; expected one of"),
         (lambda s: 'data_root = 3\n' + s, r"data_root must be a str"),
+        # ranges, not only types, before anything trains
+        (lambda s: s.replace('steps = 10', 'steps = 10\nlatent_dim = 0'), r"overrides: .*'latent_dim' = 0 is out of range; expected >= 1"),
+        (lambda s: s.replace('steps = 10', 'steps = 10\nlr = -1.0'), r"'lr' = -1.0 is out of range; expected > 0"),
+        (lambda s: s.replace('beta = [1.0, 4.0]', 'beta = [1.0, -4.0]'), r"sweep.beta-vae.beta: .*'beta' = -4.0 is out of range; expected >= 0"),
+        (lambda s: s.replace('num_train = 100', 'num_train = 100\nbatch_size = "big"'),
+         r"metric_params.dci.batch_size: metric 'dci': parameter 'batch_size' must be int .*got str 'big'"),
+        (lambda s: s.replace('num_train = 100', 'num_train = 0'), r"metric_params.dci.num_train: .*= 0 is out of range; expected >= 2"),
+        (lambda s: s.replace('num_train = 100', 'importance = "xgb"'), r"'importance' = 'xgb' is out of range; expected one of 'gbt'"),
     ],
 )
 def test_bad_config_names_file_key_and_suggestion(tmp_path, change, message):

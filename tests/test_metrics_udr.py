@@ -122,9 +122,10 @@ def test_runner_scores_the_seeds_of_a_setting_together(tmp_path):
     assert udr.value.between(0, 1).all()
     assert sorted(udr.seed) == [0, 0, 1, 1, 2, 2]
     # resumed: nothing is recomputed while the set of finished seeds is unchanged
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("cells/*/seeds_rows.csv")}
-    run_profile(profile, tmp_path, progress=False, report=False)
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("cells/*/seeds_rows.csv")} == stamps
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("stages/group/*/rows.csv")}
+    assert len(stamps) == 2  # one group per setting (vae, ae)
+    assert run_profile(profile, tmp_path, progress=False, report=False).ran == 0
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("stages/group/*/rows.csv")} == stamps
 
 
 def test_runner_skips_udr_with_a_single_seed(tmp_path):
@@ -155,7 +156,7 @@ def test_a_failed_udr_is_recorded_and_retried(tmp_path, monkeypatch):
     assert (frame[frame.metric == "udr"].status == "failed").all()
     monkeypatch.undo()
     summary = run_profile(profile, tmp_path, progress=False, report=False)
-    assert summary.failed == [] and summary.ran == 0  # the cells are kept; only UDR is scored again
+    assert summary.failed == [] and (summary.ran, summary.fitted) == (1, 0)  # the models are kept; only UDR is scored again
     frame = pd.read_csv(tmp_path / "results.csv")
     assert (frame[frame.metric == "udr"].status == "ok").all() and len(frame[frame.metric == "udr"]) == 2
     # a new UDR implementation version rescores the group (and only the group)
@@ -163,6 +164,6 @@ def test_a_failed_udr_is_recorded_and_retried(tmp_path, monkeypatch):
 
     monkeypatch.setitem(registry.metrics().get("udr").meta, "version", 2)
     summary = run_profile(profile, tmp_path, progress=False, report=False)
-    assert summary.ran == 0
+    assert (summary.ran, summary.fitted) == (1, 0)
     frame = pd.read_csv(tmp_path / "results.csv")
     assert set(frame[frame.metric == "udr"].metric_version) == {2}

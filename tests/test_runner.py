@@ -8,13 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import tests.plugin_stages  # noqa: F401  (registers tiny-bars)
 from bench import registry
 from bench.cli import main
 from bench.config import load_config
 from bench.runner import run_profile
-
-if "tiny-bars" not in registry.datasets():
-    registry.datasets().register("tiny-bars", "tests.conftest:TinyBars", "16x16 test bars (tests only)")
 
 GRID = """
 [profiles.t]
@@ -51,15 +49,16 @@ def grid(tmp_path: Path, text: str = GRID):
 def test_grid_end_to_end_writes_tidy_rows_leaderboard_and_plots(tmp_path):
     profile, out = grid(tmp_path)
     summary = run_profile(profile, out, progress=False)
-    assert (summary.cells, summary.ran, summary.failed) == (4, 4, [])
+    assert (summary.planned, summary.fitted, summary.failed) == ({"model": 4, "evaluation": 8}, 4, [])
     rows = pd.read_csv(out / "results.csv")
     metrics = {"factorvae", "dci_disentanglement", "dci_completeness", "dci_informativeness"}
     assert metrics <= set(rows["metric"])
     assert (rows["status"] == "ok").all()
     # one row per cell x metric, with the context a reader needs
-    per_cell = rows[rows["metric"].isin(metrics)].groupby("cell_id").size()
+    per_cell = rows[rows["metric"].isin(metrics)].groupby("model_id").size()
     assert len(per_cell) == 4 and (per_cell == 4).all()
-    for col in ("method", "dataset", "seed", "params", "packages", "git_commit", "device", "fit_seconds"):
+    assert rows.loc[rows["metric"].isin(metrics), "eval_id"].notna().all()
+    for col in ("model_id", "method", "dataset", "seed", "params", "packages", "git_commit", "device", "fit_seconds"):
         assert rows[col].notna().all(), col
     board = pd.read_csv(out / "leaderboard.csv")
     assert set(board["method"]) == {"ae", "beta-vae"} and (board["seeds"] == "2/2").all()
@@ -69,40 +68,39 @@ def test_grid_end_to_end_writes_tidy_rows_leaderboard_and_plots(tmp_path):
     assert "tiny-bars__beta-vae__images.png" in plots and "tiny-bars__beta-vae__traversal.png" in plots
 
 
-def test_killed_run_resumes_only_missing_cells(tmp_path, monkeypatch):
+def test_killed_run_resumes_only_missing_stages(tmp_path, monkeypatch):
     import bench.runner as runner
 
     profile, out = grid(tmp_path)
-    real, calls = runner.run_cell, []
+    real, models = runner.Worker.execute, []
 
-    def dies_on_third(cell, *args, **kwargs):
-        calls.append(cell.id)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # the user presses Ctrl-C (or the job is killed) mid-grid
-        return real(cell, *args, **kwargs)
+    def dies_on_third_model(self, stage, claim):
+        if stage.kind == "model":
+            models.append(stage.id)
+            if len(models) == 3:
+                raise KeyboardInterrupt  # the user presses Ctrl-C (or the job is killed) mid-grid
+        return real(self, stage, claim)
 
-    monkeypatch.setattr(runner, "run_cell", dies_on_third)
+    monkeypatch.setattr(runner.Worker, "execute", dies_on_third_model)
     with pytest.raises(KeyboardInterrupt):
         run_profile(profile, out, progress=False)
-    finished = {p.parent.name for p in (out / "cells").glob("*/rows.csv")}
-    assert len(finished) == 2
+    assert len(list((out / "stages" / "model").glob("*/done.json"))) == 2
 
-    monkeypatch.setattr(runner, "run_cell", real)
+    monkeypatch.setattr(runner.Worker, "execute", real)
     summary = run_profile(profile, out, progress=False)
-    assert (summary.skipped, summary.ran, summary.failed) == (2, 2, [])
-    assert len(set(pd.read_csv(out / "results.csv")["cell_id"])) == 4
+    assert (summary.skipped, summary.fitted, summary.failed) == (6, 2, [])  # 2 models + their 4 evaluations kept
+    assert len(set(pd.read_csv(out / "results.csv")["model_id"])) == 4
 
 
-def test_checkpoint_of_a_cell_killed_during_evaluation_is_reused(tmp_path):
+def test_a_model_whose_evaluation_was_cut_short_is_reloaded_not_retrained(tmp_path):
     profile, out = grid(tmp_path)
     run_profile(profile, out, progress=False, report=False)
-    cell = profile.cells()[0]
-    folder = out / "cells" / cell.id
-    (folder / "rows.csv").unlink()  # killed after training, before the rows were written
-    mtime = (folder / "model.pt").stat().st_mtime_ns
+    evaluation = next((out / "stages" / "evaluation").iterdir())
+    (evaluation / "done.json").unlink()  # killed after training, before the evaluation finished
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "stages" / "model").glob("*/model.pt")}
     summary = run_profile(profile, out, progress=False, report=False)
-    assert summary.ran == 1
-    assert (folder / "model.pt").stat().st_mtime_ns == mtime  # loaded, not retrained
+    assert (summary.ran, summary.fitted) == (1, 0)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # loaded, not retrained
 
 
 def test_nan_loss_fails_the_cell_with_a_reason_and_the_grid_goes_on(tmp_path):
@@ -118,7 +116,7 @@ def test_nan_loss_fails_the_cell_with_a_reason_and_the_grid_goes_on(tmp_path):
     assert "| tiny-bars | beta-vae | 0/2 | — (0 seeds)" in board
 
 
-def test_cli_exit_status_counts_failed_cells(tmp_path, capsys):
+def test_cli_exit_status_counts_failed_stages(tmp_path, capsys):
     text = GRID + "[profiles.t.overrides.beta-vae]\nlr = 1e12\nsteps = 30\n"
     path = tmp_path / "bench.toml"
     path.write_text(textwrap.dedent(text))
@@ -138,7 +136,7 @@ def test_shards_partition_the_grid(tmp_path):
     profile, out = grid(tmp_path)
     a = run_profile(profile, out, shard=(0, 2), progress=False, report=False)
     b = run_profile(profile, out, shard=(1, 2), progress=False, report=False)
-    assert (a.ran, b.ran, b.skipped) == (2, 2, 0)
+    assert (a.fitted, b.fitted, b.skipped) == (2, 2, 0)
 
 
 def test_sampled_representation_scores_stochastic_codes_and_skips_deterministic_ones(tmp_path):
@@ -162,49 +160,49 @@ def test_bench_leaderboard_regenerates_results_from_the_table(tmp_path, capsys):
     assert "run `bench run` first" in capsys.readouterr().err
 
 
-def _cell_rows(out: Path) -> pd.DataFrame:
-    return pd.concat([pd.read_csv(p) for p in sorted((out / "cells").glob("*/rows.csv"))], ignore_index=True)
+def _eval_rows(out: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(p) for p in sorted((out / "stages" / "evaluation").glob("*/rows.csv"))],
+                     ignore_index=True)
 
 
 def test_a_metric_version_bump_reevaluates_only_that_metric_on_the_saved_checkpoints(tmp_path, monkeypatch):
     profile, out = grid(tmp_path)
     run_profile(profile, out, progress=False, report=False)
-    models = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/model.pt")}
-    before = _cell_rows(out)
+    models = {p: p.stat().st_mtime_ns for p in (out / "stages" / "model").glob("*/model.pt")}
+    before = pd.read_csv(out / "results.csv")
     assert set(before.loc[before["metric"].str.startswith("dci_"), "metric_version"]) == {2}
     assert set(before.loc[before["metric"] == "factorvae", "metric_version"]) == {1}
 
     monkeypatch.setitem(registry.metrics().get("dci").meta, "version", 3)  # the DCI implementation changed
     summary = run_profile(profile, out, progress=False, report=False)
-    assert (summary.ran, summary.skipped, summary.failed) == (4, 0, [])
+    assert (summary.ran, summary.fitted, summary.failed) == (4, 0, [])
     assert {p: p.stat().st_mtime_ns for p in models} == models  # reloaded, never retrained
-    after = _cell_rows(out)
+    after = pd.read_csv(out / "results.csv")
     dci = after[after["metric"].str.startswith("dci_")]
     assert len(dci) == 12 and set(dci["metric_version"]) == {3} and (dci["status"] == "ok").all()
-    keep = ["cell_id", "metric", "value", "timestamp"]
-    fvae = lambda f: f.loc[f["metric"] == "factorvae", keep].sort_values("cell_id").reset_index(drop=True)
+    keep = ["model_id", "metric", "value", "timestamp"]
+    fvae = lambda f: f.loc[f["metric"] == "factorvae", keep].sort_values("model_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(fvae(after), fvae(before))  # the other metric's rows are kept as they were
-    assert len(after) == len(before)  # no duplicated rows
-    assert run_profile(profile, out, progress=False, report=False).skipped == 4
+    assert len(after) == len(before)  # no duplicated rows: the version-2 evaluations are not in this grid now
+    assert run_profile(profile, out, progress=False, report=False).ran == 0
 
 
-def test_a_failed_metric_is_retried_alone_and_rows_from_before_versions_count_as_version_1(tmp_path):
+def test_a_failed_metric_is_retried_alone_by_the_next_run(tmp_path, monkeypatch):
+    import bench.metrics.factorvae as factorvae
+
     profile, out = grid(tmp_path)
-    run_profile(profile, out, progress=False, report=False)
-    cells = sorted((out / "cells").iterdir())
-    failed_path, old_path = cells[0] / "rows.csv", cells[1] / "rows.csv"
-    rows = pd.read_csv(failed_path)
-    rows.loc[rows["metric"] == "factorvae", "status"] = "failed"  # e.g. a transient error in that metric
-    rows.to_csv(failed_path, index=False)
-    rows = pd.read_csv(old_path).drop(columns="metric_version")  # written before versions existed
-    rows.to_csv(old_path, index=False)
 
+    def broken(*args, **kwargs):
+        raise RuntimeError("transient failure")
+
+    monkeypatch.setattr(factorvae, "factor_vae_score", broken)
     summary = run_profile(profile, out, progress=False, report=False)
-    assert (summary.ran, summary.skipped) == (2, 2)
-    retried = pd.read_csv(failed_path)
-    assert (retried["status"] == "ok").all() and (retried["metric"] == "factorvae").sum() == 1
-    upgraded = pd.read_csv(old_path)
-    # DCI is at version 2, so its version-1 rows were recomputed; FactorVAE's version-1 rows are current
-    assert set(upgraded.loc[upgraded["metric"].str.startswith("dci_"), "metric_version"]) == {2}
-    assert set(upgraded.loc[upgraded["metric"] == "factorvae", "metric_version"]) == {1}
-    assert run_profile(profile, out, progress=False, report=False).skipped == 4
+    assert len(summary.failed) == 4 and all("transient failure" in f for f in summary.failed)
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows.loc[rows["metric"] == "factorvae", "status"]) == {"failed"}
+    monkeypatch.undo()
+    summary = run_profile(profile, out, progress=False, report=False)
+    assert (summary.ran, summary.fitted, summary.failed) == (4, 0, [])
+    rows = pd.read_csv(out / "results.csv")
+    assert (rows["status"] == "ok").all() and (rows["metric"] == "factorvae").sum() == 4
+    assert run_profile(profile, out, progress=False, report=False).ran == 0

@@ -11,6 +11,8 @@ and expects ``dict[str, float]`` back; each key is a metric name in the results 
   ``"attributes"`` (:class:`~bench.data.base.AttributeDataset`) or ``None`` (any dataset);
 * ``outputs``: the keys written into the results table (others returned are dropped);
 * ``capability`` (optional): an adapter capability that must be declared, e.g. ``"reconstruct"``;
+* ``ranges`` (optional): the valid range of each parameter (:mod:`bench.params`), checked
+  with its type (that of the keyword's default) when bench.toml is read, before any training;
 * ``version`` (optional, default 1): bump it when a change to the implementation can change
   the metric's values. Rows record it (``metric_version``), and ``bench run`` re-evaluates a
   finished cell's rows of an older version on its saved checkpoint, without retraining, so a
@@ -42,6 +44,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("factorvae",),
+    ranges={"batch_size": ">= 1", "num_train": ">= 1", "num_eval": ">= 1", "num_variance_estimate": ">= 2", "prune_threshold": "[0, 1)", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "dci",
@@ -51,6 +54,7 @@ METRICS.register(
     requires="factors",
     outputs=("dci_disentanglement", "dci_completeness", "dci_informativeness"),
     version=2,  # 2: NumPy level-wise GBT (bench.metrics.gbt_exact) replaced sklearn's class as default
+    ranges={"num_train": ">= 2", "num_test": ">= 1", "batch_size": ">= 1", "importance": ("gbt", "sklearn_gbt", "hist_gbt")},
 )
 METRICS.register(
     "tad",
@@ -59,6 +63,7 @@ METRICS.register(
     uses="encode",
     requires="attributes",
     outputs=("tad", "tad_attributes"),
+    ranges={"variant": ("nashae", "infodiffusion"), "num_samples": ">= 2", "auroc_threshold": "[0, 1]", "entanglement_threshold": "[0, 1]", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "auroc",
@@ -67,6 +72,7 @@ METRICS.register(
     uses="encode",
     requires="attributes",
     outputs=("auroc",),
+    ranges={"num_samples": ">= 2", "n_splits": ">= 2", "max_iter": ">= 1", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "latent_accuracy",
@@ -75,6 +81,7 @@ METRICS.register(
     uses="encode",
     requires="labels",
     outputs=("latent_accuracy",),
+    ranges={"num_samples": ">= 2", "n_splits": ">= 2", "max_iter": ">= 1", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "reconstruction",
@@ -84,6 +91,7 @@ METRICS.register(
     requires=None,
     capability="reconstruct",
     outputs=("mse", "psnr", "ssim"),
+    ranges={"num_samples": ">= 1", "batch_size": ">= 1"},
 )
 METRICS.register(
     "fid",
@@ -92,6 +100,7 @@ METRICS.register(
     uses="sample",
     requires=None,
     outputs=("fid",),
+    ranges={"num_samples": ">= 2", "sample_batch_size": ">= 1", "num_reference": ">= 2", "reference_seed": ">= 0", "batch_size": ">= 1"},
 )
 METRICS.register(
     "betavae",
@@ -100,6 +109,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("betavae",),
+    ranges={"batch_size": ">= 1", "num_train": ">= 1", "num_eval": ">= 1", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "mig",
@@ -108,6 +118,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("mig",),
+    ranges={"num_train": ">= 1", "batch_size": ">= 1", "num_bins": ">= 2"},
 )
 METRICS.register(
     "sap",
@@ -116,6 +127,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("sap",),
+    ranges={"num_train": ">= 1", "num_test": ">= 1", "batch_size": ">= 1"},
 )
 METRICS.register(
     "modularity_explicitness",
@@ -124,6 +136,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("modularity", "explicitness"),
+    ranges={"num_train": ">= 1", "num_test": ">= 1", "batch_size": ">= 1", "num_bins": ">= 2"},
 )
 METRICS.register(
     "irs",
@@ -132,6 +145,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("irs",),
+    ranges={"num_train": ">= 1", "batch_size": ">= 1", "diff_quantile": "(0, 1]", "num_bins": ">= 2"},
 )
 METRICS.register(
     "unsupervised",
@@ -140,6 +154,7 @@ METRICS.register(
     uses="encode",
     requires="factors",
     outputs=("gaussian_tc", "mutual_info"),
+    ranges={"num_train": ">= 2", "batch_size": ">= 1", "num_bins": ">= 2"},
 )
 METRICS.register(
     "udr",
@@ -149,4 +164,5 @@ METRICS.register(
     requires=None,
     scope="seeds",
     outputs=("udr",),
+    ranges={"num_data_points": ">= 2", "correlation": ("lasso", "spearman"), "kl_threshold": ">= 0", "alpha": "> 0"},
 )

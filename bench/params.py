@@ -1,0 +1,93 @@
+"""Valid ranges of hyperparameters and metric parameters, declared once and checked before any work.
+
+A range is a short string read by :func:`check_range`:
+
+* ``">= 1"``, ``"> 0"``, ``"<= 1"``, ``"< 1"`` — a bound;
+* ``"[0, 1)"``, ``"(0, 1]"``, ``"[0, 1]"`` — an interval (``inf`` allowed as an end);
+* ``"each >= 1"`` (any of the above after ``each``) — every element of a list;
+* a tuple of strings — the value must be one of them.
+
+``None`` values are always accepted (they mean "the default behaviour" wherever a default is
+``None``). The message names the owner (a method or metric), the key, the value and the
+accepted range, so that :mod:`bench.config` only has to prefix the file and the table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+Range = str | tuple[str, ...]
+
+_BOUND = re.compile(r"^(>=|>|<=|<)\s*(-?[\d.e+-]+|inf)$")
+_INTERVAL = re.compile(r"^([\[(])\s*(-?[\d.e+-]+|-inf)\s*,\s*(-?[\d.e+-]+|inf)\s*([\])])$")
+
+
+def describe(spec: Range) -> str:
+    """The accepted range in words, for messages."""
+    if isinstance(spec, tuple):
+        return "one of " + ", ".join(repr(s) for s in spec)
+    return spec if not spec.startswith("each") else f"every element {spec[4:].strip()}"
+
+
+def _within(value: float, spec: str) -> bool:
+    m = _BOUND.match(spec)
+    if m:
+        op, bound = m.group(1), float(m.group(2))
+        return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
+    m = _INTERVAL.match(spec)
+    if m:
+        lo, hi = float(m.group(2)), float(m.group(3))
+        low_ok = value >= lo if m.group(1) == "[" else value > lo
+        high_ok = value <= hi if m.group(4) == "]" else value < hi
+        return low_ok and high_ok
+    raise ValueError(f"malformed range {spec!r} (expected e.g. '>= 1', '[0, 1)', 'each > 0' or a tuple of choices)")
+
+
+def check_range(owner: str, key: str, value: Any, spec: Range) -> None:
+    """Raise ``ValueError`` naming ``owner``, ``key``, ``value`` and ``spec`` when ``value`` is outside it."""
+    if value is None:
+        return
+    if isinstance(spec, tuple):
+        ok = value in spec
+    elif spec.startswith("each"):
+        inner = spec[4:].strip()
+        ok = isinstance(value, (list, tuple)) and all(_number_within(v, inner) for v in value)
+    else:
+        ok = _number_within(value, spec)
+    if not ok:
+        raise ValueError(f"{owner}: {key} = {value!r} is out of range; expected {describe(spec)}")
+
+
+def _number_within(value: Any, spec: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    return _within(float(value), spec)
+
+
+def check_type(owner: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of ``default`` (ints are accepted for floats); return it coerced.
+
+    ``key`` is written as given (e.g. ``"hyperparameter 'lr'"``).
+    """
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise TypeError(
+            f"{owner}: {key} must be {type(default).__name__} (like the default {default!r}), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
