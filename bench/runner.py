@@ -248,6 +248,9 @@ class Worker:
             self.attempted.discard(stage.id)
             self.ran -= 1
             claim.release()
+            self.tokens = {i: t for i, t in self.tokens.items()
+                           if (self.store.folder(self.by_id[i].kind, i) / "done.json").exists()}
+            self._models.clear()
             print(f"bench: {stage.label} waits for an input to be redone ({exc})", file=sys.stderr)
             return
         if self.name and self.progress:

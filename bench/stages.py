@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from bench import registry
@@ -60,11 +61,11 @@ class ModelStage:
             "components": self.components,
         }
 
-    @property
+    @cached_property
     def id(self) -> str:
         return digest(self.identity())
 
-    @property
+    @cached_property
     def config_id(self) -> str:
         """The setting without its seed: models with one config id are seeds of one setting."""
         ident = self.identity()
@@ -103,7 +104,7 @@ class EvalStage:
         return {"model": self.model.id, "metric": self.metric, "params": params,
                 "representation": self.representation, "metric_version": self.metric_version}
 
-    @property
+    @cached_property
     def id(self) -> str:
         return digest(self.identity())
 
@@ -133,7 +134,7 @@ class GroupStage:
         return {"metric": self.metric, "params": self.params, "metric_version": self.metric_version,
                 "members": sorted(m.id for m in self.members)}
 
-    @property
+    @cached_property
     def id(self) -> str:
         return digest(self.identity())
 

@@ -51,6 +51,7 @@ SHARED_EXTRA = "[profiles.t.overrides.tiny-shared]\nbase_steps = 5\n"
 
 def grid(tmp_path: Path, methods=("ae", "beta-vae"), metrics=("factorvae", "dci"), extra: str = ""):
     text = GRID.format(methods=json.dumps(list(methods)), metrics=json.dumps(list(metrics)), extra=extra)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "bench.toml"
     path.write_text(textwrap.dedent(text))
     config = load_config(path)
@@ -302,10 +303,11 @@ def test_bench_status_counts_stages_without_importing_torch(tmp_path):
             "assert 'torch' not in sys.modules and 'pandas' not in sys.modules, 'status imported torch'; sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code, str(config)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    text = result.stdout
-    assert "model           4   done      3   running    1   failed    0   pending      0" in text
+    text = " ".join(result.stdout.split(" "))
+    squeeze = lambda t: " ".join(t.split())
+    assert "model 4 done 3 running 1 failed 0 pending 0" in squeeze(text)
     assert f"running  {model.label} ({model.id}) on" in text and f"pid {os.getpid()}" in text
-    assert "evaluation      8   done      7   running    0   failed    1" in text and "ValueError: bad codes" in text
+    assert "evaluation 8 done 7 running 0 failed 1 pending 0" in squeeze(text) and "ValueError: bad codes" in text
     assert "more" not in text.split("ValueError: bad codes")[1].splitlines()[0]
 
 
