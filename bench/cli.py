@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=_shard, default=(0, 1), help="run every N-th model starting at I (I/N)")
     run.add_argument("--jobs", type=_positive, default=1,
                      help="local worker processes (one GPU each where there are GPUs, else a share of the cores)")
+    run.add_argument("--threads", type=_positive, default=None,
+                     help="PyTorch threads per stage (default: the cores divided among the --jobs workers); "
+                          "CPU results depend on it, rows record it")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages, run nothing")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -128,7 +131,7 @@ def _cmd_run(args) -> int:
     from bench.runner import run_profile
 
     summary = run_profile(profile, results_dir, shard=args.shard, device=args.device, progress=not args.no_progress,
-                          jobs=args.jobs)
+                          jobs=args.jobs, threads=args.threads)
     print(f"stages: {summary.stages} planned, {summary.skipped} already done, {summary.ran} run "
           f"({summary.fitted} models trained), {len(summary.failed)} failed")
     for line in summary.failed:

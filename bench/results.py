@@ -23,7 +23,7 @@ import pandas as pd
 COLUMNS = [
     "model_id", "eval_id", "stage", "role", "config_id", "profile", "method", "method_version", "preset", "dataset",
     "dataset_version", "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "components",
-    "metric_params", "metric_version", "packages", "git_commit", "device", "fit_seconds", "eval_seconds", "timestamp",
+    "metric_params", "metric_version", "packages", "git_commit", "device", "threads", "fit_seconds", "eval_seconds", "timestamp",
 ]
 _ID_COLUMNS = {"model_id": str, "eval_id": str, "config_id": str, "reason": str, "components": str}
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -34,13 +34,6 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
 
 

@@ -14,7 +14,7 @@ one worker; its ``done.json`` is renamed into place last. Consequences a user re
 * a failing stage (exception, NaN loss, out of memory) records ``failed`` rows with the
   reason and the grid goes on; the next run retries it. The exit status of ``bench run`` is
   the number of failed stages;
-* any number of workers — ``--jobs N`` here, or ``bench run`` processes on several machines
+* any number of workers — ``--jobs N`` here (``--threads`` intra-op threads each), or ``bench run`` processes on several machines
   sharing the results folder — run one grid together: each takes the first ready stage
   nobody holds, waits while what it needs is being trained by another, and stops when
   nothing is left;
@@ -95,21 +95,34 @@ def run_profile(
     progress: bool = True,
     report: bool = True,
     jobs: int = 1,
+    threads: int | None = None,
 ) -> RunSummary:
-    """Run (or resume) every stage of ``profile`` in this shard, then rebuild results.csv and the report."""
+    """Run (or resume) every stage of ``profile`` in this shard, then rebuild results.csv and the report.
+
+    ``threads``: PyTorch intra-op threads per stage (default: the cores divided among the
+    ``jobs`` workers). On a CPU, PyTorch's results depend on it (reductions are split by
+    thread), so it is recorded in every row; the same ``threads`` gives the same values
+    whatever ``jobs`` is.
+    """
     results_dir = Path(results_dir)
     dev = check_device(device or profile.device, profile, device is not None)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     check_writable(results_dir)
     plan = stage_graph.plan(profile, shard=shard)
     store = Store(results_dir)
     write_json_atomic(plan.to_json(), results_dir / "plan" / f"{profile.name}.json")
     context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev,
-               "run": uuid.uuid4().hex[:12], "run_started": time.time()}
+               "threads": threads, "run": uuid.uuid4().hex[:12], "run_started": time.time()}
     adopt_legacy(plan, store, context)
     before = Worker(plan, store, context).count_done()
     if jobs <= 1:
-        worker = Worker(plan, store, context, progress=progress)
-        worker.run()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            worker = Worker(plan, store, context, progress=progress)
+            worker.run()
+        finally:
+            torch.set_num_threads(previous)
         ran, fitted, failed = worker.ran, worker.fitted, worker.failures
     else:
         ran, fitted, failed = _run_local_workers(profile, results_dir, shard, dev, context, jobs, progress)
@@ -310,6 +323,7 @@ class Worker:
             "n_seeds_planned": stage.n_seeds_planned, "params": json.dumps(stage.params, sort_keys=True),
             "components": json.dumps(stage.components, sort_keys=True), "packages": self.context["packages"],
             "git_commit": self.context["git_commit"], "device": self.context["device"],
+            "threads": self.context.get("threads"),
         }
 
     def _run_model(self, stage: ModelStage, claim) -> None:
@@ -443,7 +457,7 @@ def _run_local_workers(profile: Profile, results_dir: Path, shard: tuple[int, in
             "context": context, "progress": progress}
     write_json_atomic(spec, spec_dir / "spec.json")
     gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = context["threads"]
     procs = []
     for i in range(jobs):
         env = dict(os.environ)

@@ -2,7 +2,7 @@
 
 * ``tiny-bars``: the 16×16 factor dataset of the tests;
 * ``tiny-shared``: an autoencoder that declares a shared component — an ``ae`` trained once per
-  dataset — and keeps the component's encoder (so its codes are the component's);
+  dataset — and is fine-tuned from the component's weights;
 * with ``BENCH_TEST_FIT_LOG`` set, every fit of the autoencoder family appends
   ``<class> <seed> <pid>`` to that file (to count fits across processes), and with
   ``BENCH_TEST_SLOW_FIT=<class>`` that class sleeps ``BENCH_TEST_SLOW_SECONDS`` inside fit.
@@ -50,7 +50,7 @@ from methods.vae import AE  # noqa: E402
 
 
 class TinyShared(AE):
-    """An AE that trains its own decoder and keeps the encoder of a shared ``ae`` component (codes = the component's)."""
+    """An AE fine-tuned from a shared ``ae`` component: its networks start from the component's weights."""
 
     defaults: ClassVar[dict[str, Any]] = {**AE.defaults, "base_lr": 1e-3, "base_steps": 6}
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(AE.presets["tiny"]), "paper": {}}
@@ -59,7 +59,15 @@ class TinyShared(AE):
                                                              "batch_size": p["batch_size"], "log_every": p["log_every"]})}
 
     def fit(self, data, *, seed=0, device="cpu", progress=False, components=None):
-        base = components["base"]
-        super().fit(data, seed=seed, device=device, progress=progress)
-        self.encoder_.load_state_dict(base.encoder_.state_dict())
-        return self
+        self._start_from = components["base"]
+        try:
+            return super().fit(data, seed=seed, device=device, progress=progress)
+        finally:
+            del self._start_from
+
+    def _build(self, input_shape):
+        super()._build(input_shape)
+        base = self.__dict__.get("_start_from")
+        if base is not None:  # training: start from the component (loading a checkpoint: not)
+            self.encoder_.load_state_dict(base.encoder_.state_dict())
+            self.decoder_.load_state_dict(base.decoder_.state_dict())

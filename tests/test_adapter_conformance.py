@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import tests.plugin_stages  # noqa: F401  (tiny-shared: a method with a shared component)
 from bench import registry
 from bench.adapter import CAPABILITIES, NotFittedError
 
@@ -12,9 +13,25 @@ METHODS = registry.methods().names()
 FAST = {"steps": 6, "batch_size": 8, "log_every": 3}
 
 
+def _components(cls, params, data, seed):
+    """The declared components of ``cls``, trained as the runner would (their tiny preset, FAST)."""
+    out = {}
+    for name, spec in cls.components.items():
+        ccls = registry.methods().load(spec.method)
+        cparams = {**ccls.presets[spec.preset or "tiny"], **FAST, **spec.params_for(params)}
+        out[name] = _fit(spec.method, data, seed=0 if spec.share == "dataset" else seed, **cparams)
+    return out
+
+
 def _fit(name, data, seed=0, **over):
     cls = registry.methods().load(name)
-    return cls.from_preset("tiny", **{**FAST, **over}).fit(data, seed=seed)
+    adapter = cls.from_preset("tiny", **{**FAST, **over})
+    if not cls.components:
+        return adapter.fit(data, seed=seed)
+    components = _components(cls, adapter.get_params(), data, seed)
+    adapter.fit(data, seed=seed, components=components)
+    adapter.conformance_components_ = components
+    return adapter
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +122,7 @@ def test_save_load_round_trip(name, fitted, tiny_data, tmp_path):
     adapter = fitted[name]
     path = tmp_path / "model.pt"
     adapter.save(path)
-    loaded = type(adapter).load(path)
+    loaded = type(adapter).load(path, components=getattr(adapter, "conformance_components_", None))
     x = tiny_data.images(np.arange(6))
     np.testing.assert_array_equal(loaded.encode(x), adapter.encode(x))
     np.testing.assert_array_equal(loaded.sample(3, seed=5), adapter.sample(3, seed=5))
