@@ -64,15 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     score.add_parser(sub)
     data_cli.add_parser(sub)
 
-    lb = sub.add_parser("leaderboard", help="regenerate leaderboard and plots from results.csv")
-    lb.add_argument("--results", default="results", help="results folder (default: results)")
+    for name in ("report", "leaderboard"):
+        lb = sub.add_parser(name, help="regenerate the website (index.html), leaderboard and plots from results.csv"
+                            + (" (alias of `bench report`)" if name == "leaderboard" else ""))
+        lb.add_argument("--results", default="results", help="results folder (default: results)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _cmd_run, "status": _cmd_status, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
+        commands = {"run": _cmd_run, "status": _cmd_status, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "report": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
@@ -136,7 +138,7 @@ def _cmd_run(args) -> int:
           f"({summary.fitted} models trained), {len(summary.failed)} failed")
     for line in summary.failed:
         print(f"  FAILED {line}", file=sys.stderr)
-    print(f"results: {summary.results_csv}\nleaderboard: {results_dir / 'leaderboard.md'}")
+    print(f"results: {summary.results_csv}\nreport: {results_dir / 'index.html'}")
     return min(len(summary.failed), 100)
 
 
@@ -162,7 +164,7 @@ def _cmd_leaderboard(args) -> int:
     from bench.report import regenerate
 
     out = regenerate(Path(args.results))
-    print(f"wrote {out['leaderboard_md']}, {out['leaderboard_csv']} and {out['plots']}/")
+    print(f"wrote {out['index']}, {out['leaderboard_md']}, {out['leaderboard_csv']} and {out['plots']}/")
     return 0
 
 

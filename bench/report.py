@@ -1,4 +1,4 @@
-"""Render ``results/``: the leaderboard (Markdown + CSV) and plots, from the tidy rows alone.
+"""Render ``results/``: the leaderboard (Markdown + CSV), plots and the website (``index.html``, :mod:`bench.site`).
 
 The leaderboard is a pure function of ``results.csv``: one line per dataset × method ×
 configuration, one column per metric, ``mean ± std`` over seeds. A setting with fewer
@@ -92,6 +92,9 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     _image_figures(rows, results_dir, plots)
     _loss_curves(rows, results_dir, plots)
     out["plots"] = plots
+    from bench import site
+
+    out["index"] = site.build(results_dir, rows, board)
     return out
 
 

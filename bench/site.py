@@ -1,0 +1,244 @@
+"""The results as a static website: ``results/index.html`` with its images in ``results/site/``.
+
+A pure function of ``results.csv`` and the stage store (the figures each model stage wrote,
+its training curve, the plan files for the grid status): nothing is fetched when the page is
+opened — no server, no CDN; the style and the few lines of sorting script are in the page,
+and it works opened from the file system. It shows
+
+* the grid status: done / running / failed (with the reason) / pending stages per role;
+* one leaderboard per dataset: methods as rows, metrics as columns, mean ± std over seeds
+  with the seed count; a setting with fewer finished seeds than planned is shown as missing,
+  never averaged from an incomplete set; a click on a column header sorts by it;
+* per dataset and method: originals, reconstructions, samples and latent traversals of the
+  lowest seed (the other seeds one click away, in a ``<details>``), the hyperparameters,
+  method version and the components it was trained on;
+* the plots: each metric with its seed spread, and the training curves.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.results import FAILED
+
+#: the figure panels a model stage writes (bench.runner._write_figures), in display order
+PANELS = ("originals", "reconstructions", "samples", "traversal")
+
+_STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;background:#fafbfc}
+header{background:#1d3557;color:#fff;padding:14px 28px}header h1{margin:0;font-size:21px}
+header p{margin:4px 0 0;opacity:.8;font-size:12.5px}main{padding:8px 28px 40px;max-width:1280px}
+h2{margin-top:30px;border-bottom:2px solid #d7dde4;padding-bottom:4px}h3{margin:22px 0 6px}
+nav a{margin-right:14px;color:#fff}table{border-collapse:collapse;margin:6px 0 14px;background:#fff}
+th,td{border:1px solid #d7dde4;padding:4px 9px;text-align:right;white-space:nowrap}
+th{background:#eef2f6;cursor:pointer;user-select:none}th.sorted-asc:after{content:" \\25B2"}
+th.sorted-desc:after{content:" \\25BC"}td.name,th.name{text-align:left}td.missing{color:#98a2ad}
+.std{color:#6b7682;font-size:12px}.n{color:#98a2ad;font-size:11px}.failed{color:#b3261e}
+.card{background:#fff;border:1px solid #d7dde4;border-radius:6px;padding:10px 14px;margin:12px 0}
+.card img{image-rendering:pixelated;display:block;margin:2px 0 8px;max-width:100%}
+.panel{font-size:12px;color:#57606a}.plots img{max-width:560px;margin:6px 10px 6px 0;border:1px solid #e3e7eb}
+details{margin-top:6px}summary{cursor:pointer;color:#1d3557}code{font-size:12px}
+.params td{font-size:12px;text-align:left}.status td:first-child{text-align:left}
+"""
+
+_SCRIPT = """
+function sortBy(th){
+  const table = th.closest('table'), body = table.tBodies[0], col = th.cellIndex;
+  const dir = th.classList.contains('sorted-asc') ? -1 : 1;
+  table.querySelectorAll('th').forEach(h => h.classList.remove('sorted-asc', 'sorted-desc'));
+  th.classList.add(dir === 1 ? 'sorted-asc' : 'sorted-desc');
+  const key = r => r.cells[col].dataset.value;
+  const rows = Array.from(body.rows);
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    if (x === '' || x === undefined) return 1;
+    if (y === '' || y === undefined) return -1;
+    const nx = Number(x), ny = Number(y);
+    if (!isNaN(nx) && !isNaN(ny)) return dir * (nx - ny);
+    return dir * String(x).localeCompare(String(y));
+  });
+  rows.forEach(r => body.appendChild(r));
+}
+document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => sortBy(th)));
+"""
+
+
+def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame) -> Path:
+    """Write ``index.html`` and ``site/`` under ``results_dir``; returns the page's path."""
+    from bench.status import collect
+
+    site = results_dir / "site"
+    site.mkdir(parents=True, exist_ok=True)
+    status = collect(results_dir)
+    parts = [_status_section(status), _leaderboard_section(board), _models_section(rows, results_dir, site),
+             _plots_section(results_dir)]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'><title>bench results</title>"
+        f"<style>{_STYLE}</style></head><body><header><h1>bench results</h1>"
+        f"<p>{html.escape(str(results_dir))} · {len(rows)} rows · generated {stamp}</p>"
+        "<nav><a href='#status'>grid status</a><a href='#leaderboard'>leaderboard</a>"
+        "<a href='#models'>methods</a><a href='#plots'>plots</a></nav></header><main>"
+        + "".join(parts) + f"</main><script>{_SCRIPT}</script></body></html>"
+    )
+    path = results_dir / "index.html"
+    tmp = path.with_name(f"index.html.tmp{os.getpid()}")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _status_section(status: dict) -> str:
+    lines = ["<h2 id=status>Grid status</h2><table class=status><thead><tr><th class=name>stages</th><th>done</th>"
+             "<th>running</th><th>failed</th><th>pending</th></tr></thead><tbody>"]
+    reasons = []
+    for role, b in status["roles"].items():
+        total = b["done"] + len(b["running"]) + len(b["failed"]) + b["pending"]
+        if not total:
+            continue
+        lines.append(f"<tr><td>{role}</td><td>{b['done']}</td><td>{len(b['running'])}</td>"
+                     f"<td class={'failed' if b['failed'] else ''}>{len(b['failed'])}</td><td>{b['pending']}</td></tr>")
+        reasons += [f"<li class=failed>{_esc(r['label'])} <code>{_esc(r['id'])}</code>: {_esc(r['reason'])}</li>"
+                    for r in b["failed"][:50]]
+        reasons += [f"<li>running: {_esc(r['label'])} on {_esc(r['host'])} (pid {_esc(r['pid'])})</li>"
+                    for r in b["running"][:50]]
+    lines.append("</tbody></table>")
+    if reasons:
+        lines.append("<ul>" + "".join(reasons) + "</ul>")
+    return "".join(lines)
+
+
+def _fmt(mean: float, std: float) -> str:
+    digits = 1 if abs(mean) >= 100 else 3
+    return f"{mean:.{digits}f} <span class=std>± {std:.{digits}f}</span>"
+
+
+def _leaderboard_section(board: pd.DataFrame) -> str:
+    out = ["<h2 id=leaderboard>Leaderboard</h2><p>Mean ± std over seeds (n = seeds with a value). "
+           "“—” marks a setting with fewer finished seeds than planned: missing, never averaged. "
+           "Click a column header to sort.</p>"]
+    metrics = [c[:-5] for c in board.columns if c.endswith("_mean")]
+    for dataset, sub in board.groupby("dataset", sort=True):
+        show_config = sub.groupby("method")["config_id"].nunique().max() > 1
+        head = ["method"] + (["config"] if show_config else []) + ["seeds"] + metrics
+        out.append(f"<h3>{_esc(dataset)}</h3><table class='sortable board' data-dataset='{_esc(dataset)}'><thead><tr>")
+        out += [f"<th class={'name' if h in ('method', 'config') else 'num'} data-metric='{_esc(h)}'>{_esc(h)}</th>"
+                for h in head]
+        out.append("</tr></thead><tbody>")
+        for _, r in sub.sort_values("method").iterrows():
+            cells = [f"<td class=name data-value='{_esc(r['method'])}'><a href='#m-{_anchor(dataset, r['method'])}'>"
+                     f"{_esc(r['method'])}</a></td>"]
+            if show_config:
+                cells.append(f"<td class=name data-value='{_esc(r['config_id'])}'>{_esc(r['config_id'])}</td>")
+            done, planned = (int(x) for x in str(r["seeds"]).split("/"))
+            cells.append(f"<td data-value='{done}'>{done}/{planned}</td>")
+            for m in metrics:
+                mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
+                if pd.isna(mean):
+                    cells.append(f"<td class=missing data-value=''>— <span class=n>({int(n)} of {planned} seeds)</span></td>")
+                else:
+                    cells.append(f"<td data-value='{mean:.10g}'>{_fmt(mean, std)} <span class=n>n={int(n)}</span></td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _anchor(dataset: str, method: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in f"{dataset}-{method}")
+
+
+def _models_section(rows: pd.DataFrame, results_dir: Path, site: Path) -> str:
+    if "model_id" not in rows:
+        return ""
+    out = ["<h2 id=models>Methods</h2>"]
+    models = rows.dropna(subset=["model_id"])
+    if "role" in models:
+        models = models[models["role"].fillna("model") != "component"]
+    models = models.drop_duplicates("model_id").sort_values(["dataset", "method", "seed"])
+    for (dataset, method), sub in models.groupby(["dataset", "method"], sort=True):
+        first, others = sub.iloc[0], sub.iloc[1:]
+        out.append(f"<div class=card id='m-{_anchor(dataset, method)}'><h3>{_esc(method)} on {_esc(dataset)}</h3>")
+        out.append(_model_block(first, rows, results_dir, site))
+        if len(others):
+            out.append(f"<details><summary>other seeds ({len(others)})</summary>")
+            out += [_model_block(r, rows, results_dir, site) for _, r in others.iterrows()]
+            out.append("</details>")
+        out.append("</div>")
+    return "".join(out)
+
+
+def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path) -> str:
+    model_id = str(r["model_id"])
+    mine = rows[rows["model_id"] == model_id]
+    failed = mine[(mine["status"] == FAILED) & (mine["metric"].fillna("") == "")]
+    parts = [f"<p><b>seed {int(r['seed'])}</b> · model <code>{_esc(model_id)}</code> · method version "
+             f"{_esc(r.get('method_version'))} · dataset version {_esc(r.get('dataset_version'))}"]
+    components = json.loads(r["components"]) if isinstance(r.get("components"), str) and r["components"] else {}
+    if components:
+        parts.append(" · trained on " + ", ".join(f"{_esc(k)} <code>{_esc(v)}</code>" for k, v in components.items()))
+    parts.append("</p>")
+    if len(failed):
+        parts.append(f"<p class=failed>failed: {_esc(failed['reason'].iloc[0])}</p>")
+    figures = results_dir / "stages" / "model" / model_id / "figures.npz"
+    if figures.is_file():
+        arrays = dict(np.load(figures))
+        for name in PANELS:
+            if name not in arrays:
+                continue
+            png = site / f"{model_id}__{name}.png"
+            width = _save_panel(arrays[name], name, png)
+            caption = ("traversal: one row per code dimension, swept from its 2nd to its 98th percentile"
+                       if name == "traversal" else name)
+            parts.append(f"<div class=panel>{caption}</div><img alt='{name} of {_esc(r['method'])} seed {int(r['seed'])}' "
+                         f"src='site/{png.name}' width={width}>")
+    params = json.loads(r["params"]) if isinstance(r.get("params"), str) else {}
+    if params:
+        cells = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in sorted(params.items()))
+        parts.append(f"<details><summary>hyperparameters ({len(params)})</summary><table class=params>{cells}</table></details>")
+    return "".join(parts)
+
+
+def _save_panel(images: np.ndarray, name: str, path: Path) -> int:
+    """Tile a panel into a PNG (small images enlarged up to 3x); returns its width in pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.report import _tile
+
+    grid = images if name == "traversal" else (images.reshape(2, -1, *images.shape[1:]) if name == "samples"
+                                                else images[None])
+    tile = _tile(grid.astype(np.float32))
+    scale = max(1, 256 // max(1, tile.shape[0]))
+    tile = np.repeat(np.repeat(tile, min(scale, 3), axis=0), min(scale, 3), axis=1)
+    plt.imsave(path, np.clip(tile, 0, 1), cmap="gray", vmin=0, vmax=1)
+    return int(tile.shape[1])
+
+
+def _plots_section(results_dir: Path) -> str:
+    plots = results_dir / "plots"
+    metric = sorted(plots.glob("metric_*.png"))
+    loss = sorted(plots.glob("*__loss.png"))
+    out = ["<h2 id=plots>Plots</h2>"]
+    if metric:
+        out.append("<h3>Metrics (bars: mean ± sd over seeds; dots: seeds)</h3><div class=plots>")
+        out += [f"<img alt='{_esc(p.stem)}' src='plots/{_esc(p.name)}'>" for p in metric]
+        out.append("</div>")
+    if loss:
+        out.append("<h3>Training curves</h3><div class=plots>")
+        out += [f"<img alt='{_esc(p.stem)}' src='plots/{_esc(p.name)}'>" for p in loss]
+        out.append("</div>")
+    return "".join(out)

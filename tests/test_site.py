@@ -1,0 +1,108 @@
+"""The static results site, rendered and checked in a real headless Chromium (skipped where none is installed)."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import tests.plugin_stages  # noqa: F401  (tiny-bars)
+from bench.config import load_config
+from bench.runner import run_profile
+
+GRID = """
+[profiles.t]
+methods = ["ae", "beta-vae"]
+datasets = ["tiny-bars"]
+seeds = [0, 1]
+preset = "tiny"
+metrics = ["factorvae", "dci"]
+device = "cpu"
+results = "out"
+[profiles.t.overrides."*"]
+steps = 6
+batch_size = 8
+log_every = 3
+[profiles.t.metric_params.factorvae]
+num_variance_estimate = 64
+num_train = 20
+num_eval = 10
+batch_size = 8
+[profiles.t.metric_params.dci]
+num_train = 60
+num_test = 30
+"""
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    (root / "bench.toml").write_text(textwrap.dedent(GRID))
+    config = load_config(root / "bench.toml")
+    profile = config.profile("t")
+    out = config.results_dir(profile)
+    run_profile(profile, out, progress=False)
+    return out
+
+
+def test_bench_run_leaves_a_self_contained_page(site):
+    page = (site / "index.html").read_text()
+    assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
+    for needle in ("Grid status", "Leaderboard", "tiny-bars", "beta-vae", "factorvae", "other seeds (1)", "hyperparameters"):
+        assert needle in page, needle
+    images = [p for p in (site / "site").iterdir() if p.suffix == ".png"]
+    assert len(images) == 4 * 4  # originals, reconstructions, samples, traversal of each of the 4 models
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("no headless browser: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1300,2200", "--hide-scrollbars"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_renders_in_chromium_sorts_and_has_no_broken_image(site, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get((site / "index.html").as_uri())
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+    assert broken == []
+    assert browser.execute_script("return document.images.length") >= 16 + 2
+    table = browser.find_element(By.CSS_SELECTOR, "table.board[data-dataset='tiny-bars']")
+    heads = [th.text.strip() for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert heads[:2] == ["method", "seeds"] and {"factorvae", "dci_disentanglement", "dci_completeness"} <= set(heads)
+    rows = lambda: [(tr.find_elements(By.TAG_NAME, "td")[0].text,
+                     tr.find_elements(By.TAG_NAME, "td")[heads.index("factorvae")].get_attribute("data-value"))
+                    for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert sorted(m for m, _ in rows()) == ["ae", "beta-vae"]
+    header = table.find_elements(By.CSS_SELECTOR, "thead th")[heads.index("factorvae")]
+    header.click()
+    ascending = [float(v) for _, v in rows()]
+    assert ascending == sorted(ascending)
+    header.click()
+    descending = [float(v) for _, v in rows()]
+    assert descending == sorted(descending, reverse=True) and descending != ascending or len(set(descending)) == 1
+    browser.find_element(By.CSS_SELECTOR, "table.board thead th").click()  # by method name
+    assert [m for m, _ in rows()] in (["ae", "beta-vae"], ["beta-vae", "ae"])
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+    shot = tmp_path / "site.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
