@@ -9,7 +9,8 @@ and it works opened from the file system. It shows
 * one leaderboard per dataset: methods as rows, metrics as columns, mean ± std over seeds
   with the seed count; a setting with fewer finished seeds than planned is shown as missing,
   never averaged from an incomplete set; a click on a column header sorts by it;
-* per dataset and method: originals, reconstructions, samples and latent traversals of the
+* per dataset and method: originals, reconstructions, samples and latent traversals (and any
+  other figure a method writes into its ``figures.npz``, e.g. attention maps) of the
   lowest seed (the other seeds one click away, in a ``<details>``), the hyperparameters,
   method version and the components it was trained on;
 * the plots: each metric with its seed spread, and the training curves.
@@ -194,9 +195,8 @@ def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path
     figures = results_dir / "stages" / "model" / model_id / "figures.npz"
     if figures.is_file():
         arrays = dict(np.load(figures))
-        for name in PANELS:
-            if name not in arrays:
-                continue
+        extra = sorted(k for k in arrays if k not in PANELS and arrays[k].ndim in (4, 5))  # method-specific figures
+        for name in [p for p in PANELS if p in arrays] + extra:
             png = site / f"{model_id}__{name}.png"
             width = _save_panel(arrays[name], name, png)
             caption = ("traversal: one row per code dimension, swept from its 2nd to its 98th percentile"
@@ -219,8 +219,10 @@ def _save_panel(images: np.ndarray, name: str, path: Path) -> int:
 
     from bench.report import _tile
 
-    grid = images if name == "traversal" else (images.reshape(2, -1, *images.shape[1:]) if name == "samples"
-                                                else images[None])
+    if images.ndim == 5:  # (rows, cols, C, H, W): traversals, unit swaps, ...
+        grid = images
+    else:
+        grid = images.reshape(2, -1, *images.shape[1:]) if name == "samples" and len(images) % 2 == 0 else images[None]
     tile = _tile(grid.astype(np.float32))
     scale = max(1, 256 // max(1, tile.shape[0]))
     tile = np.repeat(np.repeat(tile, min(scale, 3), axis=0), min(scale, 3), axis=1)
