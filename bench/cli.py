@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_positive, default=None,
                      help="PyTorch threads per stage (default: the cores divided among the --jobs workers); "
                           "CPU results depend on it, rows record it")
+    run.add_argument("--executor", choices=["inline", "slurm", "local", "debug"], default="inline",
+                     help="inline (default; --jobs local workers), slurm (job arrays through submitit, "
+                          "[executor.slurm] in bench.toml), local (submitit's local pool) or debug (in-process)")
+    run.add_argument("--wait", action="store_true", help="with --executor slurm: follow the jobs until they end")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages, run nothing")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -133,7 +137,10 @@ def _cmd_run(args) -> int:
     from bench.runner import run_profile
 
     summary = run_profile(profile, results_dir, shard=args.shard, device=args.device, progress=not args.no_progress,
-                          jobs=args.jobs, threads=args.threads)
+                          jobs=args.jobs, threads=args.threads, executor=args.executor, wait=args.wait,
+                          config_path=args.config)
+    if args.executor == "slurm" and not args.wait:
+        return 0
     print(f"stages: {summary.stages} planned, {summary.skipped} already done, {summary.ran} run "
           f"({summary.fitted} models trained), {len(summary.failed)} failed")
     for line in summary.failed:
@@ -162,7 +169,9 @@ def _cmd_data(args) -> int:
 
 def _cmd_leaderboard(args) -> int:
     from bench.report import regenerate
+    from bench.results import collect_from_plans
 
+    collect_from_plans(Path(args.results))  # stages finished by jobs nobody waited for
     out = regenerate(Path(args.results))
     print(f"wrote {out['index']}, {out['leaderboard_md']}, {out['leaderboard_csv']} and {out['plots']}/")
     return 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,16 @@ _PROFILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "overrides": dict,
     "sweep": dict,
     "metric_params": dict,
+    "executor": dict,
 }
-_TOP_KEYS = {"default_profile": str, "data_root": str, "profiles": dict}
+_TOP_KEYS = {"default_profile": str, "data_root": str, "profiles": dict, "executor": dict}
+#: [executor.slurm] keys (top level, or per profile under [profiles.<name>.executor.slurm]); ``evaluation``
+#: is a table of the same keys for evaluation and seed-group stages (e.g. a CPU partition for slow metrics)
+SLURM_KEYS: dict[str, type | tuple[type, ...]] = {
+    "partition": str, "account": str, "qos": str, "time": (str, int), "gpus_per_task": int, "cpus_per_task": int,
+    "mem": str, "array_parallelism": int, "signal_delay_s": int, "max_requeues": int, "sbatch": dict,
+    "setup": list, "evaluation": dict,
+}
 #: which codes a code-based metric scores: mean codes, or codes sampled from q(z|x)
 REPRESENTATIONS = ("mean", "sampled")
 
@@ -100,6 +109,8 @@ class Profile:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: dict[str, dict[str, list]] = field(default_factory=dict)
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: validated [executor.slurm] settings (the top-level table under the profile's own)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """The grid: methods × datasets × sweep values × seeds, in a stable order."""
@@ -154,7 +165,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     profiles_raw = raw.get("profiles")
     if not profiles_raw:
         raise ConfigError(f"{path}: no [profiles.<name>] table; at least one profile is required")
-    profiles = {name: _parse_profile(name, body, path) for name, body in profiles_raw.items()}
+    top_slurm = _parse_executor(raw.get("executor", {}), path, "executor")
+    profiles = {name: _parse_profile(name, body, path, top_slurm) for name, body in profiles_raw.items()}
     default = raw.get("default_profile", next(iter(profiles)))
     if default not in profiles:
         raise ConfigError(
@@ -164,7 +176,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     return Config(path, default, profiles, data_root)
 
 
-def _parse_profile(name: str, body: Any, path: Path) -> Profile:
+def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] | None = None) -> Profile:
     where = f"profiles.{name}"
     if not isinstance(body, dict):
         raise ConfigError(f"{path}: {where} must be a table, got {type(body).__name__}")
@@ -229,7 +241,58 @@ def _parse_profile(name: str, body: Any, path: Path) -> Profile:
         name=name, methods=methods, datasets=datasets, seeds=list(seeds), preset=preset, metrics=metrics,
         device=device, results=body.get("results", "results"), description=body.get("description", ""),
         overrides=overrides, sweep=sweep, metric_params=metric_params,
+        slurm={**(top_slurm or {}), **_parse_executor(body.get("executor", {}), path, f"{where}.executor")},
     )
+
+
+def _parse_executor(table: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
+    """Validate an ``executor`` table (only ``slurm`` so far); durations become minutes."""
+    _check_keys(table, {"slurm": dict}, path, where + ".")
+    return _parse_slurm(table.get("slurm", {}), path, f"{where}.slurm")
+
+
+def _parse_slurm(table: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
+    _check_keys(table, SLURM_KEYS, path, where + ".")
+    out = dict(table)
+    if "time" in out:
+        out["time"] = parse_duration(out["time"], f"{path}: {where}.time")
+    for key in ("gpus_per_task", "cpus_per_task", "array_parallelism", "signal_delay_s", "max_requeues"):
+        if key in out and out[key] < (0 if key in ("gpus_per_task", "max_requeues") else 1):
+            raise ConfigError(f"{path}: {where}.{key} = {out[key]} is out of range; expected >= "
+                              f"{0 if key in ('gpus_per_task', 'max_requeues') else 1}")
+    if "mem" in out and not re.fullmatch(r"\d+[KMGT]?", out["mem"]):
+        raise ConfigError(f"{path}: {where}.mem = {out['mem']!r}; expected a Slurm size such as '16G' or '4000M'")
+    if "setup" in out and not all(isinstance(x, str) for x in out["setup"]):
+        raise ConfigError(f"{path}: {where}.setup must be a list of shell lines (strings), got {out['setup']!r}")
+    if "evaluation" in out:
+        if "evaluation" in out["evaluation"]:
+            raise ConfigError(f"{path}: {where}.evaluation.evaluation: tables do not nest further")
+        out["evaluation"] = _parse_slurm(out["evaluation"], path, f"{where}.evaluation")
+    return out
+
+
+def parse_duration(value: Any, where: str) -> int:
+    """Slurm's time formats → minutes: an int, "M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"{where} = {value}; expected at least 1 minute")
+        return value
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(value).strip())
+    if not m:
+        raise ConfigError(f"{where} = {value!r} is not a duration; expected minutes (an integer) or "
+                          "Slurm's 'HH:MM:SS' / 'D-HH:MM:SS' (e.g. '2:00:00', '1-12:00:00')")
+    days, a, b, c = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+    if days is not None:  # D-H[:M[:S]]
+        seconds = int(days) * 86400 + a * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # H:M:S
+        seconds = a * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # M:S
+        seconds = a * 60 + int(b)
+    else:  # M
+        seconds = a * 60
+    if seconds < 60:
+        raise ConfigError(f"{where} = {value!r}; Slurm's smallest time limit is 1 minute")
+    return -(-seconds // 60)
 
 
 def _check_keys(table: dict[str, Any], schema: dict[str, Any], path: Path, prefix: str) -> None:

@@ -87,3 +87,33 @@ def git_commit(cwd: Path | None = None) -> str:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def collect_from_plans(results_dir: Path) -> Path | None:
+    """Rebuild ``results.csv`` from the plans ``bench run`` recorded and the stages' rows (no torch).
+
+    For results written by jobs that nobody waited for (``--executor slurm`` without
+    ``--wait``): every planned stage that is done or failed contributes its ``rows.csv``.
+    Returns None when the folder has no plan.
+    """
+    plans = sorted((results_dir / "plan").glob("*.json"))
+    if not plans:
+        return None
+    from bench.store import FileLock
+
+    seen, frames = set(), []
+    for plan_path in plans:
+        plan = json.loads(plan_path.read_text())
+        for s in plan["stages"]:
+            folder = results_dir / "stages" / s["kind"] / s["id"]
+            if s["id"] in seen or not ((folder / "done.json").exists() or (folder / "failed.json").exists()):
+                continue
+            seen.add(s["id"])
+            rows = read_rows(folder / "rows.csv")
+            if rows is not None and len(rows):
+                frames.append(rows)
+    path = results_dir / "results.csv"
+    with FileLock(results_dir / "results.csv.lock"):
+        frame = rows_frame(pd.concat(frames, ignore_index=True).to_dict("records")) if frames else rows_frame([])
+        write_csv_atomic(frame, path)
+    return path

@@ -67,6 +67,7 @@ class RunSummary:
     failed: list[str]
     results_csv: Path
     planned: dict[str, int] = field(default_factory=dict)  # per role: component / model / evaluation / group
+    jobs: list[str] = field(default_factory=list)  # submitted job ids (submitit executors)
 
 
 def check_device(requested: str, profile: Profile, overridden: bool) -> str:
@@ -96,6 +97,9 @@ def run_profile(
     report: bool = True,
     jobs: int = 1,
     threads: int | None = None,
+    executor: str = "inline",
+    wait: bool = True,
+    config_path: str = "bench.toml",
 ) -> RunSummary:
     """Run (or resume) every stage of ``profile`` in this shard, then rebuild results.csv and the report.
 
@@ -103,6 +107,10 @@ def run_profile(
     ``jobs`` workers). On a CPU, PyTorch's results depend on it (reductions are split by
     thread), so it is recorded in every row; the same ``threads`` gives the same values
     whatever ``jobs`` is.
+
+    ``executor``: ``"inline"`` (this process, or ``jobs`` local worker processes), or
+    ``"slurm"`` / ``"local"`` / ``"debug"`` through submitit (:mod:`bench.executors`); with
+    ``"slurm"`` and ``wait=False`` it returns once the jobs are submitted.
     """
     results_dir = Path(results_dir)
     dev = check_device(device or profile.device, profile, device is not None)
@@ -115,6 +123,22 @@ def run_profile(
                "threads": threads, "run": uuid.uuid4().hex[:12], "run_started": time.time()}
     adopt_legacy(plan, store, context)
     before = Worker(plan, store, context).count_done()
+    if executor != "inline":
+        from bench import executors
+
+        job_ids, submitted, fitted = executors.submit(profile, results_dir, plan, context, executor=executor, shard=shard,
+                                              wait=wait, progress=progress, where=f"profiles.{profile.name}.executor.slurm")
+        if executor == "slurm" and not wait:
+            executors.print_submission(job_ids, submitted, profile, config_path)
+            return RunSummary(len(plan.stages), before, submitted, 0, [], results_dir / "results.csv",
+                              _planned(plan), job_ids)
+        results_csv = collect_results(plan, store)
+        if report:
+            from bench.report import regenerate
+
+            regenerate(results_dir)
+        failed = _failed_in_store(plan, store)
+        return RunSummary(len(plan.stages), before, submitted, fitted, failed, results_csv, _planned(plan), job_ids)
     if jobs <= 1:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -131,11 +155,26 @@ def run_profile(
         from bench.report import regenerate
 
         regenerate(results_dir)
-    planned = {}
+    return RunSummary(len(plan.stages), before, ran, fitted, failed, results_csv, _planned(plan))
+
+
+def _planned(plan: Plan) -> dict[str, int]:
+    planned: dict[str, int] = {}
     for s in plan.stages:
         role = getattr(s, "role", s.kind)
         planned[role] = planned.get(role, 0) + 1
-    return RunSummary(len(plan.stages), before, ran, fitted, failed, results_csv, planned)
+    return planned
+
+
+def _failed_in_store(plan: Plan, store: Store) -> list[str]:
+    """A line per planned stage that is failed and not done (what a set of jobs left behind)."""
+    out = []
+    for s in plan.stages:
+        folder = store.folder(s.kind, s.id)
+        record = read_json(folder / "failed.json")
+        if record is not None and not (folder / "done.json").exists() and (s.kind == "model" or (folder / "rows.csv").exists()):
+            out.append(f"{s.label} ({s.id}): {str(record.get('reason', '')).splitlines()[0] if record.get('reason') else ''}")
+    return out
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -365,7 +404,7 @@ class Worker:
             self._remember(stage.id, token, adapter)
 
     def _record_failure(self, stage: Stage, claim, folder: Path, base: dict, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = f"{type(exc).__name__}: {exc}" + (f" [log: {self.context['log']}]" if self.context.get("log") else "")
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()  # free the failed stage's memory for the next one
         (folder / "error.txt").write_text(traceback.format_exc())

@@ -43,8 +43,8 @@ from typing import Any
 KINDS = ("model", "evaluation", "group")
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 HOST = socket.gethostname()
-#: tokens of the claims this process holds (a claim of this very pid with another token was abandoned)
-_ACTIVE: set[str] = set()
+#: tokens of the claims this process holds -> their files (a claim of this pid with another token was abandoned)
+_ACTIVE: dict[str, Path] = {}
 
 
 def claim_timeout() -> float:
@@ -104,7 +104,7 @@ class Claim:
     _thread: threading.Thread | None = None
 
     def start(self) -> "Claim":
-        _ACTIVE.add(self.token)
+        _ACTIVE[self.token] = self.path
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat {self.path.parent.name}")
         self._thread.start()
         return self
@@ -124,7 +124,7 @@ class Claim:
 
     def release(self) -> None:
         self._stop.set()
-        _ACTIVE.discard(self.token)
+        _ACTIVE.pop(self.token, None)
         if self.held():
             try:
                 self.path.unlink()
@@ -273,6 +273,18 @@ class Store:
             (self.folder(kind, stage_id) / "done.json").unlink()
         except FileNotFoundError:
             pass
+
+
+def release_active() -> None:
+    """Give up every claim this process holds (a job about to be requeued: its stages become pending)."""
+    for token, path in list(_ACTIVE.items()):
+        record = read_json(path)
+        if record is not None and record.get("token") == token:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        _ACTIVE.pop(token, None)
 
 
 def claim_is_stale(path: Path, timeout: float) -> bool:

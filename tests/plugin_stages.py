@@ -5,7 +5,8 @@
   dataset — and is fine-tuned from the component's weights;
 * with ``BENCH_TEST_FIT_LOG`` set, every fit of the autoencoder family appends
   ``<class> <seed> <pid>`` to that file (to count fits across processes), and with
-  ``BENCH_TEST_SLOW_FIT=<class>`` that class sleeps ``BENCH_TEST_SLOW_SECONDS`` inside fit.
+  ``BENCH_TEST_SLOW_FIT=<class>`` that class sleeps ``BENCH_TEST_SLOW_SECONDS`` inside fit
+  (only the first time when ``BENCH_TEST_SLOW_ONCE`` names a marker file).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def _counted(fit):
         if log:
             with open(log, "a") as f:
                 f.write(f"{type(self).__name__} {seed} {os.getpid()}\n")
-        if os.environ.get("BENCH_TEST_SLOW_FIT") == type(self).__name__:
+        once = os.environ.get("BENCH_TEST_SLOW_ONCE")  # a marker file: slow only the first time
+        if os.environ.get("BENCH_TEST_SLOW_FIT") == type(self).__name__ and not (once and os.path.exists(once)):
+            if once:
+                open(once, "w").close()
             time.sleep(float(os.environ.get("BENCH_TEST_SLOW_SECONDS", "30")))
         return fit(self, data, seed=seed, **kwargs)
 
