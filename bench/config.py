@@ -71,7 +71,7 @@ _TOP_KEYS = {"default_profile": str, "data_root": str, "profiles": dict, "execut
 #: is a table of the same keys for evaluation and seed-group stages (e.g. a CPU partition for slow metrics)
 SLURM_KEYS: dict[str, type | tuple[type, ...]] = {
     "partition": str, "account": str, "qos": str, "time": (str, int), "gpus_per_task": int, "cpus_per_task": int,
-    "mem": str, "array_parallelism": int, "signal_delay_s": int, "max_requeues": int, "sbatch": dict,
+    "mem": str, "array_parallelism": int, "max_array_size": int, "signal_delay_s": int, "max_requeues": int, "sbatch": dict,
     "setup": list, "evaluation": dict,
 }
 #: which codes a code-based metric scores: mean codes, or codes sampled from q(z|x)
@@ -256,7 +256,7 @@ def _parse_slurm(table: dict[str, Any], path: Path, where: str) -> dict[str, Any
     out = dict(table)
     if "time" in out:
         out["time"] = parse_duration(out["time"], f"{path}: {where}.time")
-    for key in ("gpus_per_task", "cpus_per_task", "array_parallelism", "signal_delay_s", "max_requeues"):
+    for key in ("gpus_per_task", "cpus_per_task", "array_parallelism", "max_array_size", "signal_delay_s", "max_requeues"):
         if key in out and out[key] < (0 if key in ("gpus_per_task", "max_requeues") else 1):
             raise ConfigError(f"{path}: {where}.{key} = {out[key]} is out of range; expected >= "
                               f"{0 if key in ('gpus_per_task', 'max_requeues') else 1}")

@@ -3,7 +3,8 @@
 ``bench run --executor slurm`` submits the stages that are not done, in *waves*: a wave is a
 Slurm job array, one array task per stage; wave k+1 depends (``afterany``) on the arrays of
 wave k, so a stage waiting on a shared component starts when the component's job has ended.
-Each task runs :func:`run_stage`: the same :class:`~bench.runner.Worker` code a local worker
+Arrays hold at most ``max_array_size`` tasks (default 1,000; Slurm's ``MaxArraySize``
+defaults to 1,001). Each task runs :func:`run_stage`: the same :class:`~bench.runner.Worker` code a local worker
 runs, on the stage and what it needs — if the component's job died without finishing it
 (``scancel``, a node failure), the dependant's task trains it (its claim has gone stale)
 instead of failing. Claims keep every stage to one task even then.
@@ -181,7 +182,9 @@ def submit(profile: Profile, results_dir: Path, plan, context: dict[str, Any], *
                 if previous:
                     params["slurm_dependency"] = "afterany:" + ":".join(previous)
             ex.update_parameters(name=f"bench-{profile.name}", **params)
-            submitted = ex.map_array(task, [s.id for s in group])
+            ids = [s.id for s in group]
+            chunk = int(settings.get("max_array_size", 1000))  # Slurm's MaxArraySize, and MaxJobCount counts tasks
+            submitted = [job for i in range(0, len(ids), chunk) for job in ex.map_array(task, ids[i:i + chunk])]
             jobs += submitted
             wave_ids += sorted({str(j.job_id).split("_")[0] for j in submitted})
             if cluster != "slurm":  # no scheduler to order the waves: finish this one first

@@ -8,7 +8,7 @@
 # Needs root and Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge). The
 # configuration is written to $BENCH_SLURM_DIR (default /tmp/bench-slurm): proctrack/linuxproc,
 # task/none, select/cons_tres, no accounting database, one partition "debug" with this host's
-# CPUs and memory, MaxArraySize 10001.
+# CPUs and memory, MaxArraySize 10001, MaxJobCount 50000.
 set -euo pipefail
 DIR=${BENCH_SLURM_DIR:-/tmp/bench-slurm}
 CONF=$DIR/slurm.conf
@@ -49,6 +49,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 MaxArraySize=10001
+MaxJobCount=50000
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
@@ -80,8 +81,9 @@ CONF
 stop() {
   for d in slurmd slurmctld munged; do
     if [ -f "$DIR/$d.pid" ]; then
-      kill "$(cat "$DIR/$d.pid")" 2>/dev/null || true
-      for _ in $(seq 1 40); do kill -0 "$(cat "$DIR/$d.pid")" 2>/dev/null || break; sleep 0.25; done
+      pid=$(cat "$DIR/$d.pid" 2>/dev/null || true)
+      [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
       rm -f "$DIR/$d.pid"
     fi
   done
