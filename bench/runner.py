@@ -428,19 +428,9 @@ class Worker:
             rows = [_row({**base, "metric_version": stage.metric_version}, stage.metric, float("nan"), FAILED,
                          f"{type(exc).__name__}: {exc}", stage.params)]
             (folder / "error.txt").write_text(traceback.format_exc())
-        write_csv_atomic(rows_frame(rows), folder / "rows.csv")
-        failed = [r for r in rows if r["status"] == FAILED]
-        if failed:
-            self.store.fail("evaluation", stage.id, claim, failed[0]["reason"], run_started=self.context["run_started"],
-                            artifacts=["rows.csv"])
-            self.failures.append(f"{stage.label} ({stage.id}): {failed[0]['reason']}")
-            return
-        token = self.store.finish("evaluation", stage.id, claim, ["rows.csv"], deps={model.id: self.tokens[model.id]})
-        if token is not None:
-            self.tokens[stage.id] = token
+        self._settle(stage, claim, rows, deps={model.id: self.tokens[model.id]})
 
     def _run_group(self, stage: GroupStage, claim) -> None:
-        folder = self.store.folder("group", stage.id)
         done = [m for m in stage.members if self.status(m) == DONE]
         bases = [{**self._base(m), "stage": "group", "eval_id": stage.id, "metric_version": stage.metric_version}
                  for m in done]
@@ -464,14 +454,18 @@ class Worker:
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 rows = [_row(b, name, float("nan"), FAILED, reason, params) for b in bases]
-        write_csv_atomic(rows_frame(rows), folder / "rows.csv")
+        self._settle(stage, claim, rows, deps={m.id: self.tokens[m.id] for m in done})
+
+    def _settle(self, stage: Stage, claim, rows: list[dict[str, Any]], deps: dict[str, str]) -> None:
+        """Write an evaluation's or group's rows; finish it, or record it failed (retried by the next run)."""
+        write_csv_atomic(rows_frame(rows), self.store.folder(stage.kind, stage.id) / "rows.csv")
         failed = [r for r in rows if r["status"] == FAILED]
         if failed:
-            self.store.fail("group", stage.id, claim, failed[0]["reason"], run_started=self.context["run_started"],
+            self.store.fail(stage.kind, stage.id, claim, failed[0]["reason"], run_started=self.context["run_started"],
                             artifacts=["rows.csv"])
             self.failures.append(f"{stage.label} ({stage.id}): {failed[0]['reason']}")
             return
-        token = self.store.finish("group", stage.id, claim, ["rows.csv"], deps={m.id: self.tokens[m.id] for m in done})
+        token = self.store.finish(stage.kind, stage.id, claim, ["rows.csv"], deps=deps)
         if token is not None:
             self.tokens[stage.id] = token
 

@@ -12,28 +12,7 @@ import tests.plugin_stages  # noqa: F401  (tiny-bars)
 from bench.config import load_config
 from bench.runner import run_profile
 
-GRID = """
-[profiles.t]
-methods = ["ae", "beta-vae"]
-datasets = ["tiny-bars"]
-seeds = [0, 1]
-preset = "tiny"
-metrics = ["factorvae", "dci"]
-device = "cpu"
-results = "out"
-[profiles.t.overrides."*"]
-steps = 6
-batch_size = 8
-log_every = 3
-[profiles.t.metric_params.factorvae]
-num_variance_estimate = 64
-num_train = 20
-num_eval = 10
-batch_size = 8
-[profiles.t.metric_params.dci]
-num_train = 60
-num_test = 30
-"""
+from tests.test_runner import GRID  # the same small grid
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
