@@ -65,6 +65,7 @@ needs_slurm = pytest.mark.skipif(_slurm_reason() is not None, reason=str(_slurm_
 
 
 def write(tmp_path: Path, time_limit: str = "10", extra: str = "") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "bench.toml"
     path.write_text(textwrap.dedent(GRID.format(time=time_limit)) + extra)
     return path
@@ -196,4 +197,7 @@ def test_submitit_local_and_debug_executors_run_the_same_code_path(tmp_path, mon
     inline = run_profile(profile, tmp_path / "inline", progress=False, report=False, threads=1)
     assert debug.failed == [] and debug.fitted == inline.fitted == 5
     pd.testing.assert_frame_equal(values(debug.results_csv), values(inline.results_csv))
+    local = bench(write(tmp_path / "l"), "--executor", "local")  # submitit's local pool: a process per stage
+    assert local.returncode == 0, local.stdout + local.stderr
+    pd.testing.assert_frame_equal(values(tmp_path / "l" / "out" / "results.csv"), values(inline.results_csv))
     assert json.loads(next((tmp_path / "debug" / "plan").glob("run-*/submission.json")).read_text())["executor"] == "debug"
