@@ -24,6 +24,17 @@ Layout::
     num_train = 1000
     representation = "sampled"         # score z ~ q(z|x) instead of the mean codes
 
+Slurm resources (``bench run --executor slurm``), at the top level and/or per profile
+(``[profiles.<name>.executor.slurm]`` overrides keys), with an ``evaluation`` sub-table for
+evaluation and seed-group stages; see :data:`SLURM_KEYS` and the README::
+
+    [executor.slurm]
+    partition = "gpu"
+    time = "12:00:00"                  # minutes, or Slurm's H:M:S / D-H:M:S
+    gpus_per_task = 1
+    [executor.slurm.evaluation]
+    partition = "cpu"
+
 A top-level ``data_root = "path"`` (relative to bench.toml) sets where downloaded datasets
 live; the environment variable ``BENCH_DATA_ROOT`` is used when it is absent.
 
