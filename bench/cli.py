@@ -119,8 +119,7 @@ def _cmd_run(args) -> int:
 
     plan = stages.plan(profile, shard=args.shard)
     results_dir = Path(args.results).resolve() if args.results else config.results_dir(profile)
-    counts = {role: sum(getattr(s, "role", s.kind) == role for s in plan.stages)
-              for role in ("component", "model", "evaluation", "group")}
+    counts = {"component": 0, "model": 0, "evaluation": 0, "group": 0, **plan.role_counts()}
     print(f"profile {profile.name!r}: {len(profile.cells())} grid points "
           f"({len(profile.methods)} methods × {len(profile.datasets)} datasets × {len(profile.seeds)} seeds"
           f"{' × sweeps' if profile.sweep else ''}) → {counts['component']} components, {counts['model']} models, "

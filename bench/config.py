@@ -85,6 +85,8 @@ SLURM_KEYS: dict[str, type | tuple[type, ...]] = {
     "mem": str, "array_parallelism": int, "max_array_size": int, "signal_delay_s": int, "max_requeues": int, "sbatch": dict,
     "setup": list, "evaluation": dict,
 }
+SLURM_RANGES = {"gpus_per_task": ">= 0", "cpus_per_task": ">= 1", "array_parallelism": ">= 1", "max_array_size": ">= 1",
+                "signal_delay_s": ">= 1", "max_requeues": ">= 0"}
 #: which codes a code-based metric scores: mean codes, or codes sampled from q(z|x)
 REPRESENTATIONS = ("mean", "sampled")
 
@@ -237,16 +239,6 @@ def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] |
             raise ConfigError(f"{path}: {mkey}: metric {metric!r} is not in {where}.metrics {metrics}")
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: {mkey} must be a table")
-        accepted = _metric_param_names(metric)
-        for key in params:
-            if key == "representation":
-                if params[key] not in REPRESENTATIONS:
-                    raise ConfigError(f"{path}: {mkey}.representation = {params[key]!r}; expected one of {REPRESENTATIONS}")
-                continue
-            if key not in accepted:
-                raise ConfigError(
-                    f"{path}: {mkey}.{key}: unknown parameter{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
-                )
         check_metric_params(metric, params, f"{path}: {mkey}")
     return Profile(
         name=name, methods=methods, datasets=datasets, seeds=list(seeds), preset=preset, metrics=metrics,
@@ -267,10 +259,11 @@ def _parse_slurm(table: dict[str, Any], path: Path, where: str) -> dict[str, Any
     out = dict(table)
     if "time" in out:
         out["time"] = parse_duration(out["time"], f"{path}: {where}.time")
-    for key in ("gpus_per_task", "cpus_per_task", "array_parallelism", "max_array_size", "signal_delay_s", "max_requeues"):
-        if key in out and out[key] < (0 if key in ("gpus_per_task", "max_requeues") else 1):
-            raise ConfigError(f"{path}: {where}.{key} = {out[key]} is out of range; expected >= "
-                              f"{0 if key in ('gpus_per_task', 'max_requeues') else 1}")
+    for key, spec in SLURM_RANGES.items():
+        try:
+            check_range(str(path), f"{where}.{key}", out.get(key), spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if "mem" in out and not re.fullmatch(r"\d+[KMGT]?", out["mem"]):
         raise ConfigError(f"{path}: {where}.mem = {out['mem']!r}; expected a Slurm size such as '16G' or '4000M'")
     if "setup" in out and not all(isinstance(x, str) for x in out["setup"]):
@@ -351,13 +344,17 @@ def _check_params(cls: type, params: dict[str, Any], path: Path, key: str) -> No
 
 
 def check_metric_params(metric: str, params: dict[str, Any], where: str) -> None:
-    """Types (from the metric's keyword defaults) and declared ``ranges`` of ``params``; raises ConfigError."""
+    """Names, types (from the metric's keyword defaults) and declared ``ranges`` of ``params``; raises ConfigError."""
     entry = registry.metrics().get(metric)
-    defaults = {p.name: p.default for p in inspect.signature(entry.load()).parameters.values()
-                if p.kind == p.KEYWORD_ONLY}
+    defaults = _metric_param_defaults(metric)
+    accepted = list(defaults) + (["representation"] if entry.meta.get("uses", "encode") == "encode" else [])
     ranges = entry.meta.get("ranges", {})
     for key, value in params.items():
+        if key not in accepted:
+            raise ConfigError(f"{where}.{key}: unknown parameter{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}")
         if key == "representation":
+            if value not in REPRESENTATIONS:
+                raise ConfigError(f"{where}.representation = {value!r}; expected one of {REPRESENTATIONS}")
             continue
         try:
             check_type(f"metric {metric!r}", f"parameter {key!r}", value, defaults.get(key))
@@ -367,9 +364,7 @@ def check_metric_params(metric: str, params: dict[str, Any], where: str) -> None
             raise ConfigError(f"{where}.{key}: {exc}") from None
 
 
-def _metric_param_names(metric: str) -> list[str]:
-    """Keyword-only parameters of the metric, plus ``representation`` for code-based metrics."""
-    entry = registry.metrics().get(metric)
-    sig = inspect.signature(entry.load())
-    names = [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
-    return names + (["representation"] if entry.meta.get("uses", "encode") == "encode" else [])
+def _metric_param_defaults(metric: str) -> dict[str, Any]:
+    """The metric's keyword-only parameters and their defaults."""
+    sig = inspect.signature(registry.metrics().get(metric).load())
+    return {p.name: p.default for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY}

@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -59,27 +58,15 @@ class StageTask:
 def run_stage(spec_path: Path, stage_id: str) -> dict[str, Any]:
     """Run one stage (and whatever it needs that nobody finished) with the local worker's code path."""
     spec = json.loads(spec_path.read_text())
-    from bench import stages
-    from bench.runner import Worker
-    from bench.store import Store
+    from bench.runner import spec_worker
 
-    plan = stages.plan(Profile(**spec["profile"]), shard=tuple(spec["shard"]))
-    by_id = {s.id: s for s in plan.stages}
-    needed, todo = [], [by_id[stage_id]]
-    while todo:  # the stage and its ancestors, dependencies first
-        stage = todo.pop()
-        if stage.id in {s.id for s in needed}:
-            continue
-        needed.insert(0, stage)
-        todo += [by_id[d] for _, d in stage.deps if d in by_id]
-    order = [s for s in plan.stages if s.id in {n.id for n in needed}]
     context = dict(spec["context"])
     context["log"] = _log_path()
     if context.get("threads"):
         import torch
 
         torch.set_num_threads(int(context["threads"]))  # the same values as a local worker with --threads
-    worker = Worker(stages.Plan(plan.profile, order), Store(Path(spec["results"])), context, progress=False)
+    worker = spec_worker(spec, only=stage_id, context=context)
     worker.run()
     return {"ran": worker.ran, "fitted": worker.fitted, "failed": worker.failures}
 
@@ -129,7 +116,7 @@ def check_cluster(settings: dict[str, Any], where: str) -> None:
                               f"{', '.join(partitions) or 'none'}")
 
 
-def waves(worker, pending) -> list[list]:
+def waves(pending) -> list[list]:
     """Pending stages by depth among the pending ones (wave 0: all they need is done or failed)."""
     pending_ids = {s.id for s in pending}
     level: dict[str, int] = {}
@@ -147,7 +134,7 @@ def submit(profile: Profile, results_dir: Path, plan, context: dict[str, Any], *
     """Submit the stages of ``plan`` that are not done; returns (job ids, stages submitted, models trained)."""
     import submitit
 
-    from bench.runner import Worker
+    from bench.runner import Worker, write_spec
     from bench.store import DONE, RUNNING, Store, write_json_atomic
 
     store = Store(results_dir)
@@ -156,17 +143,15 @@ def submit(profile: Profile, results_dir: Path, plan, context: dict[str, Any], *
         check_cluster(settings, where)
     worker = Worker(plan, store, context)
     pending = [s for s in plan.stages if worker.status(s) not in (DONE, RUNNING)]
-    spec_dir = results_dir / "plan" / f"run-{context['run']}"
-    spec = {"profile": asdict(profile), "results": str(results_dir), "shard": list(shard),
-            "device": context["device"], "context": context, "progress": False}
-    write_json_atomic(spec, spec_dir / "spec.json")
-    task = StageTask(str(spec_dir / "spec.json"))
+    spec = write_spec(profile, results_dir, shard, context, progress=False)
+    task = StageTask(str(spec))
     logs = results_dir / "slurm" / "%j"
-    cluster = {"slurm": "slurm", "local": "local", "debug": "debug"}[executor]
+    cluster = executor
     job_ids: list[str] = []
     previous: list[str] = []
     jobs = []
-    for wave in waves(worker, pending):
+    fitted = 0
+    for wave in waves(pending):
         wave_ids = []
         for kind in ("model", "other"):
             group = [s for s in wave if (s.kind == "model") == (kind == "model")]
@@ -188,23 +173,27 @@ def submit(profile: Profile, results_dir: Path, plan, context: dict[str, Any], *
             jobs += submitted
             wave_ids += sorted({str(j.job_id).split("_")[0] for j in submitted})
             if cluster != "slurm":  # no scheduler to order the waves: finish this one first
-                for j in submitted:
-                    j.result()
+                fitted += sum(job.result()["fitted"] for job in submitted)
         job_ids += wave_ids
         previous = wave_ids
     record = {"run": context["run"], "executor": executor, "jobs": job_ids, "stages": [s.id for s in pending],
               "submitted": time.time()}
-    write_json_atomic(record, spec_dir / "submission.json")
+    write_json_atomic(record, spec.parent / "submission.json")
     if wait and cluster == "slurm":
         follow(job_ids, store, plan, progress)
-    fitted = 0
-    if wait or cluster != "slurm":
-        for job in jobs:
-            try:
-                fitted += job.result()["fitted"]
-            except Exception:  # a task that was cancelled or died: its stages are failed or pending in the store
-                pass
+        fitted = _fitted(jobs)
     return job_ids, len(pending), fitted
+
+
+def _fitted(jobs: list) -> int:
+    """Models trained by finished tasks (a cancelled or dead task counts 0: the store holds its stages' state)."""
+    total = 0
+    for job in jobs:
+        try:
+            total += job.result()["fitted"]
+        except Exception:
+            pass
+    return total
 
 
 def follow(job_ids: list[str], store, plan, progress: bool, poll: float = 2.0) -> None:

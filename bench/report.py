@@ -24,8 +24,7 @@ RUN_STATS = ("train_images_per_s", "final_loss")
 def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
     """Wide table: dataset, method, config, seeds (finished/planned), then per metric mean/std/n."""
     keys = ["dataset", "method", "config_id"]
-    if "role" in rows:
-        rows = rows[rows["role"].fillna("model") != "component"]  # trained for other methods only
+    rows = grid_rows(rows)
     ok = rows[rows["status"] == OK].dropna(subset=["value"])
     ok = ok[ok["metric"].astype(str) != ""]
     planned = rows.groupby(keys, dropna=False)["n_seeds_planned"].max()
@@ -45,6 +44,11 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
                 line[f"{m}_mean"], line[f"{m}_std"], line[f"{m}_n"] = np.nan, np.nan, n
         out.append(line)
     return pd.DataFrame(out)
+
+
+def grid_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the grid's models: components (trained for other methods only) left out."""
+    return rows[rows["role"].fillna("model") != "component"] if "role" in rows else rows
 
 
 def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
@@ -72,9 +76,14 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
 
 
+def digits(mean: float) -> int:
+    """Decimals shown for a mean (and its std): 1 from 100 up, else 3."""
+    return 1 if abs(mean) >= 100 else 3
+
+
 def _fmt(mean: float, std: float) -> str:
-    digits = 1 if abs(mean) >= 100 else 3
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    d = digits(mean)
+    return f"{mean:.{d}f} ± {std:.{d}f}"
 
 
 def regenerate(results_dir: Path) -> dict[str, Path]:

@@ -99,21 +99,34 @@ def collect_from_plans(results_dir: Path) -> Path | None:
     plans = sorted((results_dir / "plan").glob("*.json"))
     if not plans:
         return None
+
+    def folders() -> list[Path]:
+        seen, out = set(), []
+        for plan_path in plans:
+            for s in json.loads(plan_path.read_text())["stages"]:
+                folder = results_dir / "stages" / s["kind"] / s["id"]
+                if s["id"] not in seen and ((folder / "done.json").exists() or (folder / "failed.json").exists()):
+                    seen.add(s["id"])
+                    out.append(folder)
+        return out
+
+    return write_results(results_dir, folders)
+
+
+def write_results(results_dir: Path, folders, columns: dict[str, Any] | None = None) -> Path:
+    """Concatenate the ``rows.csv`` of ``folders()`` into ``results.csv``, under a lock shared by all writers.
+
+    ``folders`` is called inside the lock, so a writer that comes last has seen every stage
+    that finished before it; ``columns`` overwrites columns (a value, or a function of the frame).
+    """
     from bench.store import FileLock
 
-    seen, frames = set(), []
-    for plan_path in plans:
-        plan = json.loads(plan_path.read_text())
-        for s in plan["stages"]:
-            folder = results_dir / "stages" / s["kind"] / s["id"]
-            if s["id"] in seen or not ((folder / "done.json").exists() or (folder / "failed.json").exists()):
-                continue
-            seen.add(s["id"])
-            rows = read_rows(folder / "rows.csv")
-            if rows is not None and len(rows):
-                frames.append(rows)
     path = results_dir / "results.csv"
     with FileLock(results_dir / "results.csv.lock"):
+        frames = [f for f in (read_rows(folder / "rows.csv") for folder in folders()) if f is not None and len(f)]
         frame = rows_frame(pd.concat(frames, ignore_index=True).to_dict("records")) if frames else rows_frame([])
+        if len(frame):
+            for name, value in (columns or {}).items():
+                frame[name] = value(frame) if callable(value) else value
         write_csv_atomic(frame, path)
     return path

@@ -48,10 +48,12 @@ from tqdm.auto import tqdm
 from bench import registry, stages as stage_graph
 from bench.config import ConfigError, Profile
 from bench.metrics import MetricUnavailableError
-from bench.results import FAILED, OK, SKIPPED, git_commit, package_versions, read_rows, rows_frame, write_csv_atomic
+from bench.results import (
+    FAILED, OK, SKIPPED, git_commit, package_versions, read_rows, rows_frame, write_csv_atomic, write_results,
+)
 from bench.stages import EvalStage, GroupStage, ModelStage, Plan, Stage
 from bench.store import (
-    DONE, PENDING, RUNNING, CorruptArtifactError, FileLock, Store, check_writable, read_json, write_json_atomic,
+    DONE, PENDING, RUNNING, CorruptArtifactError, Store, check_writable, read_json, write_json_atomic,
 )
 from bench.trainlog import TrainLog
 
@@ -123,23 +125,17 @@ def run_profile(
                "threads": threads, "run": uuid.uuid4().hex[:12], "run_started": time.time()}
     adopt_legacy(plan, store, context)
     before = Worker(plan, store, context).count_done()
+    job_ids: list[str] = []
     if executor != "inline":
         from bench import executors
 
-        job_ids, submitted, fitted = executors.submit(profile, results_dir, plan, context, executor=executor, shard=shard,
-                                              wait=wait, progress=progress, where=f"profiles.{profile.name}.executor.slurm")
+        job_ids, ran, fitted = executors.submit(profile, results_dir, plan, context, executor=executor, shard=shard,
+                                                wait=wait, progress=progress, where=f"profiles.{profile.name}.executor.slurm")
         if executor == "slurm" and not wait:
-            executors.print_submission(job_ids, submitted, profile, config_path)
-            return RunSummary(len(plan.stages), before, submitted, 0, [], results_dir / "results.csv",
-                              _planned(plan), job_ids)
-        results_csv = collect_results(plan, store)
-        if report:
-            from bench.report import regenerate
-
-            regenerate(results_dir)
+            executors.print_submission(job_ids, ran, profile, config_path)
+            return RunSummary(len(plan.stages), before, ran, 0, [], results_dir / "results.csv", plan.role_counts(), job_ids)
         failed = _failed_in_store(plan, store)
-        return RunSummary(len(plan.stages), before, submitted, fitted, failed, results_csv, _planned(plan), job_ids)
-    if jobs <= 1:
+    elif jobs <= 1:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -155,15 +151,31 @@ def run_profile(
         from bench.report import regenerate
 
         regenerate(results_dir)
-    return RunSummary(len(plan.stages), before, ran, fitted, failed, results_csv, _planned(plan))
+    return RunSummary(len(plan.stages), before, ran, fitted, failed, results_csv, plan.role_counts(), job_ids)
 
 
-def _planned(plan: Plan) -> dict[str, int]:
-    planned: dict[str, int] = {}
-    for s in plan.stages:
-        role = getattr(s, "role", s.kind)
-        planned[role] = planned.get(role, 0) + 1
-    return planned
+def write_spec(profile: Profile, results_dir: Path, shard: tuple[int, int], context: dict[str, Any],
+               progress: bool) -> Path:
+    """The run's spec, read by every worker process and array task: ``plan/run-<id>/spec.json``."""
+    path = results_dir / "plan" / f"run-{context['run']}" / "spec.json"
+    write_json_atomic({"profile": asdict(profile), "results": str(results_dir), "shard": list(shard),
+                       "device": context["device"], "context": context, "progress": progress}, path)
+    return path
+
+
+def spec_worker(spec: dict[str, Any], *, only: str | None = None, name: str = "",
+                context: dict[str, Any] | None = None) -> Worker:
+    """A worker over a spec's plan — all of it, or (``only``) one stage and what it needs, dependencies first."""
+    plan = stage_graph.plan(Profile(**spec["profile"]), shard=tuple(spec["shard"]))
+    if only is not None:
+        by_id, needed, todo = {s.id: s for s in plan.stages}, set(), [only]
+        while todo:
+            stage_id = todo.pop()
+            if stage_id not in needed:
+                needed.add(stage_id)
+                todo += [d for _, d in by_id[stage_id].deps if d in by_id]
+        plan = Plan(plan.profile, [s for s in plan.stages if s.id in needed])
+    return Worker(plan, Store(Path(spec["results"])), context or spec["context"], progress=spec["progress"], name=name)
 
 
 def _failed_in_store(plan: Plan, store: Store) -> list[str]:
@@ -299,7 +311,6 @@ class Worker:
             # an input was corrupt and has been moved aside: it becomes pending, this stage waits for it
             self.attempted.discard(stage.id)
             self.ran -= 1
-            claim.release()
             self.tokens = {i: t for i, t in self.tokens.items()
                            if (self.store.folder(self.by_id[i].kind, i) / "done.json").exists()}
             self._models.clear()
@@ -485,19 +496,15 @@ def _training_rows(adapter, params: dict[str, Any], seconds: float) -> dict[str,
 def _run_local_workers(profile: Profile, results_dir: Path, shard: tuple[int, int], device: str,
                        context: dict[str, Any], jobs: int, progress: bool) -> tuple[int, int, list[str]]:
     """``jobs`` worker processes over one plan: one GPU each where there are GPUs, else a share of the cores."""
-    spec_dir = results_dir / "plan" / f"run-{context['run']}"
-    spec = {"profile": asdict(profile), "results": str(results_dir), "shard": list(shard), "device": device,
-            "context": context, "progress": progress}
-    write_json_atomic(spec, spec_dir / "spec.json")
+    spec = write_spec(profile, results_dir, shard, context, progress)
+    spec_dir = spec.parent
     gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
-    threads = context["threads"]
     procs = []
     for i in range(jobs):
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        env["BENCH_WORKER_THREADS"] = str(threads)
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.worker", str(spec_dir / "spec.json"), str(i)], env=env))
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench.worker", str(spec), str(i)], env=env))
     for p in procs:
         p.wait()
     ran = fitted = 0
@@ -588,25 +595,16 @@ def collect_results(plan: Plan, store: Store) -> Path:
     Columns that depend on the grid rather than on the stage (profile, planned seeds) are
     those of this plan, so a stage shared by two grids reads right in each.
     """
-    path = store.root / "results.csv"
     planned_seeds = {s.id: s.n_seeds_planned for s in plan.stages if isinstance(s, ModelStage)}
-    with FileLock(store.root / "results.csv.lock"):
-        frames = []
+
+    def folders() -> list[Path]:
         worker = Worker(plan, store, {"run_started": 0.0, "run": ""})  # every recorded failure counts
-        for stage in plan.stages:
-            state = worker.status(stage)
-            folder = store.folder(stage.kind, stage.id)
-            if state == "failed" or state == DONE:
-                rows = read_rows(folder / "rows.csv")
-                if rows is not None and len(rows):
-                    frames.append(rows)
-        frame = pd.concat(frames, ignore_index=True) if frames else rows_frame([])
-        frame = rows_frame(frame.to_dict("records")) if len(frame) else frame
-        if len(frame):
-            frame["profile"] = plan.profile
-            frame["n_seeds_planned"] = frame["model_id"].map(planned_seeds).fillna(frame["n_seeds_planned"])
-        write_csv_atomic(frame, path)
-    return path
+        return [store.folder(s.kind, s.id) for s in plan.stages if worker.status(s) in ("failed", DONE)]
+
+    return write_results(store.root, folders, {
+        "profile": plan.profile,
+        "n_seeds_planned": lambda f: f["model_id"].map(planned_seeds).fillna(f["n_seeds_planned"]),
+    })
 
 
 # -- the earlier layout (results/cells/<cell id>/) --------------------------------------------

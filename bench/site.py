@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.report import digits as report_digits, grid_rows
 from bench.results import FAILED
 
 #: the figure panels a model stage writes (bench.runner._write_figures), in display order
@@ -105,9 +106,10 @@ def _status_section(status: dict) -> str:
     lines = ["<h2 id=status>Grid status</h2><table class=status><thead><tr><th class=name>stages</th><th>done</th>"
              "<th>running</th><th>failed</th><th>pending</th></tr></thead><tbody>"]
     reasons = []
+    from bench.status import total
+
     for role, b in status["roles"].items():
-        total = b["done"] + len(b["running"]) + len(b["failed"]) + b["pending"]
-        if not total:
+        if not total(b):
             continue
         lines.append(f"<tr><td>{role}</td><td>{b['done']}</td><td>{len(b['running'])}</td>"
                      f"<td class={'failed' if b['failed'] else ''}>{len(b['failed'])}</td><td>{b['pending']}</td></tr>")
@@ -122,7 +124,7 @@ def _status_section(status: dict) -> str:
 
 
 def _fmt(mean: float, std: float) -> str:
-    digits = 1 if abs(mean) >= 100 else 3
+    digits = report_digits(mean)
     return f"{mean:.{digits}f} <span class=std>± {std:.{digits}f}</span>"
 
 
@@ -164,9 +166,7 @@ def _models_section(rows: pd.DataFrame, results_dir: Path, site: Path) -> str:
     if "model_id" not in rows:
         return ""
     out = ["<h2 id=models>Methods</h2>"]
-    models = rows.dropna(subset=["model_id"])
-    if "role" in models:
-        models = models[models["role"].fillna("model") != "component"]
+    models = grid_rows(rows).dropna(subset=["model_id"])
     models = models.drop_duplicates("model_id").sort_values(["dataset", "method", "seed"])
     for (dataset, method), sub in models.groupby(["dataset", "method"], sort=True):
         first, others = sub.iloc[0], sub.iloc[1:]

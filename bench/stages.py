@@ -170,6 +170,14 @@ class Plan:
     def components(self) -> list[ModelStage]:
         return self.of("model", "component")  # type: ignore[return-value]
 
+    def role_counts(self) -> dict[str, int]:
+        """How many stages of each role (component, model, evaluation, group) the plan holds."""
+        counts: dict[str, int] = {}
+        for s in self.stages:
+            role = getattr(s, "role", s.kind)
+            counts[role] = counts.get(role, 0) + 1
+        return counts
+
     def to_json(self) -> dict[str, Any]:
         """What ``bench status`` needs, without importing anything heavy."""
         return {"profile": self.profile, "stages": [

@@ -79,14 +79,18 @@ def collect(results: Path, profile: str | None = None) -> dict[str, Any]:
     return {"results": str(results), "profile": profile, "stages": len(known), "roles": out}
 
 
+def total(bucket: dict[str, Any]) -> int:
+    """All stages of one role's bucket of :func:`collect`."""
+    return bucket["done"] + len(bucket["running"]) + len(bucket["failed"]) + bucket["pending"]
+
+
 def render(summary: dict[str, Any], limit: int = 10) -> str:
     head = f"{summary['results']}" + (f" (profile {summary['profile']!r})" if summary["profile"] else "")
     lines = [f"{head}: {summary['stages']} stages"]
     for role, b in summary["roles"].items():
-        total = b["done"] + len(b["running"]) + len(b["failed"]) + b["pending"]
-        if not total:
+        if not total(b):
             continue
-        lines.append(f"  {role:<11} {total:>6}   done {b['done']:>6}   running {len(b['running']):>4}   "
+        lines.append(f"  {role:<11} {total(b):>6}   done {b['done']:>6}   running {len(b['running']):>4}   "
                      f"failed {len(b['failed']):>4}   pending {b['pending']:>6}")
         for r in b["running"][:limit]:
             lines.append(f"      running  {r['label']} ({r['id']}) on {r['host']} pid {r['pid']} since {r['since']}")

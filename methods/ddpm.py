@@ -202,9 +202,6 @@ class DiffusionFamily(Adapter):
         make_schedule(self.schedule, self.timesteps)  # fails now, not after training, on a bad (schedule, T)
         if not 1 <= self.ddim_steps <= self.timesteps:
             raise ValueError(f"{type(self).__name__}: ddim_steps must be in [1, timesteps={self.timesteps}], got {self.ddim_steps}")
-        for key in ("steps", "batch_size", "log_every", "eval_batch_size"):
-            if self._params[key] < 1:
-                raise ValueError(f"{type(self).__name__}: {key} must be >= 1, got {self._params[key]}")
 
     def _check_choice(self, key: str, choices: tuple[str, ...]) -> None:
         if self._params[key] not in choices:

@@ -267,7 +267,6 @@ class InfoDiffusion(DiffAE):
         super().load_state_dict(state, input_shape)
         if "vanilla" in state:
             self.vanilla_ = self._make_vanilla()
-            self.vanilla_.set_logger(lambda phase, step, values: self.log_scalars(step, phase="vanilla", **values))
             self.vanilla_.load_state_dict(state["vanilla"], input_shape)
             self.vanilla_.input_shape = tuple(input_shape)
             self.vanilla_._fitted = True

@@ -53,15 +53,15 @@ _COMMON: dict[str, Any] = {
     "mog_std": 0.5,
     "log_every": 100,
 }
+_RECONSTRUCTIONS = ("bernoulli", "gaussian")
 #: valid ranges (bench.params), checked with the types before anything trains
 _RANGES: dict[str, Any] = {
     "latent_dim": ">= 1", "channels": "each >= 1", "hidden": ">= 1", "lr": "> 0",
     "adam_beta1": "[0, 1)", "adam_beta2": "[0, 1)", "adam_eps": "> 0", "batch_size": ">= 1", "steps": ">= 1",
-    "reconstruction": ("bernoulli", "gaussian"), "prior": ("gaussian", "mog"), "mog_components": ">= 1",
+    "reconstruction": _RECONSTRUCTIONS, "prior": ("gaussian", "mog"), "mog_components": ">= 1",
     "mog_spread": ">= 0", "mog_std": "> 0", "log_every": ">= 1", "beta": ">= 0", "lambda_": ">= 0", "alpha": "<= 1",
 }
 _TINY: dict[str, Any] = {"channels": [16, 16, 32, 32], "hidden": 64, "lr": 1e-3, "steps": 200, "batch_size": 32}
-_RECONSTRUCTIONS = ("bernoulli", "gaussian")
 
 
 def mmd_infovae(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,9 +85,7 @@ class AutoencoderFamily(Adapter):
     stochastic: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        if self.reconstruction not in _RECONSTRUCTIONS:
-            raise ValueError(f"{type(self).__name__}: reconstruction must be one of {_RECONSTRUCTIONS}, got {self.reconstruction!r}")
+        super().__init__(**params)  # checks every range, reconstruction's choices among them
         self.prior_ = make_prior(self.prior, self.latent_dim, **self._prior_kwargs())
 
     def _prior_kwargs(self) -> dict[str, Any]:
