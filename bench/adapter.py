@@ -237,3 +237,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def as_images(x: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Validate images (N, C, H, W) float in [0, 1] and return a contiguous float32 array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"expected images of shape (N, {', '.join(map(str, input_shape))}), got {x.shape}")
+    return x

@@ -71,7 +71,8 @@ import torch
 from torch import nn
 
 from bench.diffusion.samplers import Denoiser, epsilon_loss, switch_denoiser
-from methods.ddpm import DDPM, TrainState
+from methods.ddpm import DDPM
+from methods.diffusion_base import TrainState
 from methods.diffae import DIFFAE_DEFAULTS, TINY_AUTOENCODER, DiffAE
 from methods.priors import PRIORS, GaussianPrior, MixtureOfGaussiansPrior, make_prior
 from methods.vae import mmd_infovae

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bench.adapter import Adapter, DivergedError, resolve_device, seed_everything
+from bench.adapter import Adapter, DivergedError, as_images, resolve_device, seed_everything
 from methods.nets import ConvDecoder, ConvEncoder
 from methods.priors import GaussianPrior, make_prior
 
@@ -217,7 +217,7 @@ class AutoencoderFamily(Adapter):
 
     def _posterior_batches(self, x: np.ndarray, batch_size: int):
         """(μ, log σ²) per batch of ``x`` with the encoder in eval mode (log σ² None if deterministic)."""
-        x = _as_images(x, self.input_shape)
+        x = as_images(x, self.input_shape)
         self.encoder_.eval()
         try:
             for start in range(0, x.shape[0], batch_size):
@@ -321,13 +321,3 @@ class InfoVAE(VAE):
         prior_z = self.prior_.sample(z.shape[0], None).to(z.device)
         kl = self._kl(z, mu, logvar).mean()
         return (1.0 - self.alpha) * kl + (self.alpha + self.lambda_ - 1.0) * mmd_infovae(z, prior_z)
-
-
-def _as_images(x: Any, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Validate images (N, C, H, W) float in [0, 1] and return a contiguous float32 array."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"expected images of shape (N, {', '.join(map(str, input_shape))}), got {x.shape}")
-    return x
