@@ -15,3 +15,5 @@ METHODS.register("infovae", "methods.vae:InfoVAE", "InfoVAE / MMD-VAE (Zhao et a
 METHODS.register("ddpm", "methods.ddpm:DDPM", "vanilla DDPM (Ho et al. 2020); codes = DDIM-inverted x_T")
 METHODS.register("diffae", "methods.diffae:DiffAE", "diffusion autoencoder (Preechakul et al. 2022)")
 METHODS.register("infodiffusion", "methods.infodiffusion:InfoDiffusion", "InfoDiffusion (Wang et al. 2023), MMD prior term")
+METHODS.register("pdae", "methods.pdae:PDAE", "PDAE (Zhang et al. 2022): encoder + gradient estimator on a frozen DDPM component")
+METHODS.register("disdiff", "methods.disdiff:DisDiff", "DisDiff (Yang et al. 2023): N latent units, one gradient field each, pixel space")

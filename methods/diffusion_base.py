@@ -222,6 +222,10 @@ class DiffusionFamily(Adapter):
         """The trained networks by name (their parameters are optimised together)."""
         return {"unet": self.unet_}
 
+    def _averaged(self) -> tuple[str, ...]:
+        """The networks whose weights get an EMA (all of them; DisDiff leaves its encoder out)."""
+        return tuple(self._nets())
+
     def _eval_net(self, name: str) -> nn.Module:
         ema = self.emas_.get(name)
         return ema.shadow if ema is not None else self._nets()[name]
@@ -271,7 +275,7 @@ class DiffusionFamily(Adapter):
             warm = self.warmup_steps
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
         if self.ema_decay > 0:
-            self.emas_ = {name: EMA(net, self.ema_decay) for name, net in self._nets().items()}
+            self.emas_ = {name: EMA(net, self.ema_decay) for name, net in self._nets().items() if name in self._averaged()}
         loss_fn = self._loss
         if self.compile and dev.type == "cuda":
             loss_fn = torch.compile(self._loss)
@@ -449,6 +453,8 @@ class AutoencodingDiffusion(DiffusionFamily):
     """
 
     capabilities = frozenset({"decode", "reconstruct"})
+    #: clamp of the latent DDPM's z_T (PDAE clamps to [-1, 1], "may slightly improve sample quality"); 0 = none
+    latent_noise_clamp: ClassVar[float] = 0.0
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -594,6 +600,8 @@ class AutoencodingDiffusion(DiffusionFamily):
         sampler = DDIMSampler(self.latent_schedule_, eta=0.0, spacing=self.spacing)
         sampler.set_timesteps(self.latent_ddim_steps)
         z_T = torch.randn((n, self.latent_dim), generator=generator).to(self.device_)
+        if self.latent_noise_clamp:
+            z_T = z_T.clamp(-self.latent_noise_clamp, self.latent_noise_clamp)
         z = sample_loop(lambda x, t: net(x, t).float(), sampler, z_T, generator)
         return z * self.z_std_.to(self.device_) + self.z_mean_.to(self.device_)
 

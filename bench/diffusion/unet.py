@@ -18,6 +18,9 @@ Conditioning by **adaptive group normalisation** (AdaGN), with two layouts:
   (``fc_a``); each block normalises three times, modulating with (t_s, t_b) after the
   first, with (z_s, z_b) after the second, and not at all after the third, each followed
   by SiLU, dropout and a 3×3 conv. Without z it is the reference's 3-conv ``ResBlock``.
+* ``"joint-shift"`` — PDAE's and DisDiff's shift blocks (ckczzj/PDAE ``model/module.py:
+  ResBlockShift``; ThomasMrY/DisDiff ``openaimodel_shift.py: ResBlockShift``): one
+  normalisation, ``(1 + z_s) ⊙ ((1 + t_s) ⊙ GN(h) + t_b) + z_b``, z with scale *and* shift.
 
 A block without time embedding and without z (``time_conditioned=False``) is a plain
 pre-activation residual block: the semantic encoders use it.
@@ -50,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LAYOUTS = ("joint", "separate")
+LAYOUTS = ("joint", "separate", "joint-shift")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -125,12 +128,12 @@ class ResBlock(nn.Module):
             _group_norm(groups, in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
         )
         stages: list[dict[str, tuple[int, bool]]]
-        if layout == "joint":
+        if layout in ("joint", "joint-shift"):
             mods: dict[str, tuple[int, bool]] = {}
             if time_dim:
                 mods["t"] = (time_dim, True)
             if cond_dim:
-                mods["z"] = (cond_dim, False)
+                mods["z"] = (cond_dim, layout == "joint-shift")
             stages = [mods]
         else:
             stages = ([{"t": (time_dim, True)}] if time_dim else []) + ([{"z": (cond_dim, True)}] if cond_dim else []) + [{}]
@@ -216,21 +219,54 @@ class _DownPath(nn.Module):
                 self.blocks.append(Downsample(now))
                 self.skip_channels.append(now)
                 side //= 2
-        self.middle = nn.ModuleList([
-            ResBlock(now, now, attention=True, **block_kw),
-            ResBlock(now, now, attention=False, **block_kw),
-        ])
+        self.middle = _middle(now, block_kw)
         self.out_channels, self.out_side = now, side
 
-    def forward(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encode(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Head and down levels: the features entering the middle blocks, and the skip features."""
         h = self.head(x)
         skips = [h]
         for block in self.blocks:
             h = block(h, conds) if isinstance(block, ResBlock) else block(h)
             skips.append(h)
+        return h, skips
+
+    def forward(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h, skips = self.encode(x, conds)
         for block in self.middle:
             h = block(h, conds)
         return h, skips
+
+
+def _middle(channels: int, block_kw: dict) -> nn.ModuleList:
+    """The two middle residual blocks, the first followed by attention."""
+    return nn.ModuleList([
+        ResBlock(channels, channels, attention=True, **block_kw),
+        ResBlock(channels, channels, attention=False, **block_kw),
+    ])
+
+
+def _up_path(skip_channels: Sequence[int], channels: int, side: int, base_channels: int, channel_mult: Sequence[int],
+             num_res_blocks: int, attention_resolutions: Sequence[int], block_kw: dict) -> tuple[nn.ModuleList, int]:
+    """The decoder half: per level ``num_res_blocks + 1`` blocks reading one skip each, then an upsample."""
+    skips = list(skip_channels)
+    now, up = channels, nn.ModuleList()
+    for level, mult in reversed(list(enumerate(channel_mult))):
+        for _ in range(num_res_blocks + 1):
+            out = base_channels * mult
+            up.append(ResBlock(skips.pop() + now, out, attention=side in attention_resolutions, **block_kw))
+            now = out
+        if level != 0:
+            up.append(Upsample(now))
+            side *= 2
+    return up, now
+
+
+def _run_up(up: nn.ModuleList, h: torch.Tensor, skips: list[torch.Tensor], conds: dict[str, torch.Tensor]) -> torch.Tensor:
+    skips = list(skips)
+    for block in up:
+        h = block(torch.cat([h, skips.pop()], dim=1), conds) if isinstance(block, ResBlock) else block(h)
+    return h
 
 
 class UNet(nn.Module):
@@ -280,18 +316,13 @@ class UNet(nn.Module):
                         layout=cond_layout, num_heads=num_heads)
         self.down = _DownPath(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
                               attention_resolutions, block_kw)
-        skips = list(self.down.skip_channels)
-        now, side = self.down.out_channels, self.down.out_side
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for _ in range(num_res_blocks + 1):
-                out = base_channels * mult
-                self.up.append(ResBlock(skips.pop() + now, out, attention=side in attention_resolutions, **block_kw))
-                now = out
-            if level != 0:
-                self.up.append(Upsample(now))
-                side *= 2
+        self.up, now = _up_path(self.down.skip_channels, self.down.out_channels, self.down.out_side, base_channels,
+                                channel_mult, num_res_blocks, attention_resolutions, block_kw)
         self.out = nn.Sequential(_group_norm(norm_groups, now), nn.SiLU(), _zero(nn.Conv2d(now, out_channels, 3, padding=1)))
+        #: what a decoder half mirroring this one needs (:class:`ShiftDecoder`)
+        self.arch = dict(base_channels=base_channels, channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks,
+                         attention_resolutions=tuple(attention_resolutions), dropout=dropout, norm_groups=norm_groups,
+                         num_heads=num_heads, time_dim=time_dim, out_channels=out_channels)
 
     def conditions(self, t: torch.Tensor | None, z: torch.Tensor | None) -> dict[str, torch.Tensor]:
         conds: dict[str, torch.Tensor] = {}
@@ -308,14 +339,55 @@ class UNet(nn.Module):
         return conds
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode_features(*self.features(x, t, z))
+
+    def features(self, x: torch.Tensor, t: torch.Tensor | None = None, z: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        """The encoder half: (features entering the middle blocks, skip features, conditions)."""
         conds = self.conditions(t, z)
-        h, skips = self.down(x, conds)
-        for block in self.up:
-            if isinstance(block, ResBlock):
-                h = block(torch.cat([h, skips.pop()], dim=1), conds)
-            else:
-                h = block(h)
-        return self.out(h)
+        h, skips = self.down.encode(x, conds)
+        return h, skips, conds
+
+    def decode_features(self, h: torch.Tensor, skips: list[torch.Tensor], conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Middle blocks, the decoder half and the output layer on the results of :meth:`features`."""
+        for block in self.down.middle:
+            h = block(h, conds)
+        return self.out(_run_up(self.up, h, skips, conds))
+
+
+class ShiftDecoder(nn.Module):
+    """A gradient estimator G(x_t, z, t) over a frozen UNet's encoder half (PDAE, DisDiff).
+
+    PDAE (Zhang et al. 2022, §3.3, Fig. 2; ckczzj/PDAE ``model/shift_unet.py: ShiftUNet``):
+    new, trainable middle blocks, decoder-half blocks and output layer, shaped as the frozen
+    UNet's, read the frozen encoder half's skip features and time embedding; the code enters
+    through ``code_embed`` (PDAE's ``label_emb``, DisDiff's ``repre_embed``: Linear(z → time
+    width)) and the ``"joint-shift"`` AdaGN of every block. The output conv starts at zero,
+    so G ≡ 0 at initialisation and the model starts as the frozen DPM.
+    """
+
+    def __init__(self, unet: UNet, code_dim: int) -> None:
+        super().__init__()
+        arch = unet.arch
+        if not arch["time_dim"]:
+            raise ValueError("ShiftDecoder: the frozen UNet must be time conditioned")
+        time_dim = arch["time_dim"]
+        self.code_embed = nn.Linear(code_dim, time_dim)
+        block_kw = dict(time_dim=time_dim, cond_dim=time_dim, dropout=arch["dropout"], groups=arch["norm_groups"],
+                        layout="joint-shift", num_heads=arch["num_heads"])
+        self.middle = _middle(unet.down.out_channels, block_kw)
+        self.up, now = _up_path(unet.down.skip_channels, unet.down.out_channels, unet.down.out_side,
+                                arch["base_channels"], arch["channel_mult"], arch["num_res_blocks"],
+                                arch["attention_resolutions"], block_kw)
+        self.out = nn.Sequential(_group_norm(arch["norm_groups"], now), nn.SiLU(),
+                                 _zero(nn.Conv2d(now, arch["out_channels"], 3, padding=1)))
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], time_emb: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """G from the frozen encoder half's ``h`` and ``skips`` (:meth:`UNet.features`), a time embedding and a code."""
+        conds = {"t": time_emb, "z": self.code_embed(code)}
+        for block in self.middle:
+            h = block(h, conds)
+        return self.out(_run_up(self.up, h, skips, conds))
 
 
 class HalfUNetEncoder(nn.Module):
