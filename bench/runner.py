@@ -541,6 +541,8 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
         fn = _sampled_encoder(adapter, seed)
     start = time.perf_counter()
     try:
+        if uses == "encode" and "latent_units" in adapter.capabilities:
+            fn = _unit_encoder(fn, adapter, dataset, seed)
         values = entry.load()(dataset, fn, np.random.RandomState(seed), **call_params)
     except MetricUnavailableError as exc:
         return [_row(base, name, float("nan"), SKIPPED, str(exc), params, time.perf_counter() - start)]
@@ -550,6 +552,28 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
     seconds = time.perf_counter() - start
     wanted = entry.meta.get("outputs", tuple(values))
     return [_row(base, key, float(values[key]), OK, None, params, seconds) for key in wanted if key in values]
+
+
+#: images whose codes fit the per-unit PCA of a ``latent_units`` method (all when the dataset is smaller)
+UNIT_FIT_SAMPLES = 10_000
+
+
+def _unit_encoder(encode, adapter, dataset, seed: int, limit: int = UNIT_FIT_SAMPLES, chunk: int = 1000):
+    """``encode`` with each latent unit reduced to its first principal component (DisDiff's protocol).
+
+    The PCA of every unit is fitted on the codes of ``limit`` dataset images drawn with the
+    evaluation's seed (DisDiff fits it on the whole dataset), then applied to every code the
+    metric asks for (:mod:`bench.metrics.representation`).
+    """
+    from bench.metrics.representation import fit_unit_reducer
+
+    unit_dim = int(adapter.latent_unit_dim)
+    units = adapter.code_dim // unit_dim
+    n = min(limit, len(dataset))
+    idx = np.sort(np.random.RandomState(seed).choice(len(dataset), size=n, replace=False))
+    codes = np.concatenate([np.asarray(encode(dataset.images(idx[i:i + chunk]))) for i in range(0, n, chunk)])
+    reducer = fit_unit_reducer(codes.reshape(n, units, unit_dim))
+    return lambda x: reducer.transform(np.asarray(encode(x)).reshape(len(x), units, unit_dim)).astype(np.float32)
 
 
 def _sampled_encoder(adapter, seed: int):
@@ -583,9 +607,27 @@ def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps:
             grid[d, :, d] = np.linspace(lo[d], hi[d], steps)
         images = adapter.decode(grid.reshape(-1, codes.shape[1]).astype(np.float32))
         arrays["traversal"] = images.reshape(codes.shape[1], steps, *images.shape[1:])
+        if "latent_units" in adapter.capabilities:
+            arrays["unit_swap"] = _unit_swaps(adapter, originals, steps - 1)
     tmp = folder / "figures.tmp.npz"
     np.savez_compressed(tmp, **{k: v.astype(np.float16) for k, v in arrays.items()})
     tmp.replace(folder / "figures.npz")
+
+
+def _unit_swaps(adapter, originals: np.ndarray, k: int) -> np.ndarray:
+    """(units, 1 + k, C, H, W): row c decodes image A's code with unit c taken from images B_1 … B_k.
+
+    Column 0 is A's own code decoded; DisDiff's swapped-concept figure (``plot_swapped_concepts``).
+    """
+    unit_dim = int(adapter.latent_unit_dim)
+    codes = adapter.encode(originals[: k + 1])
+    units = codes.shape[1] // unit_dim
+    a, others = codes[0].reshape(units, unit_dim), codes[1:].reshape(len(codes) - 1, units, unit_dim)
+    grid = np.repeat(a[None, None], units, axis=0).repeat(1 + len(others), axis=1)  # (units, 1 + k, units, d)
+    for c in range(units):
+        grid[c, 1:, c] = others[:, c]
+    images = adapter.decode(grid.reshape(-1, units * unit_dim).astype(np.float32))
+    return images.reshape(units, 1 + len(others), *images.shape[1:])
 
 
 # -- results --------------------------------------------------------------------------------

@@ -199,8 +199,9 @@ def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path
         for name in [p for p in PANELS if p in arrays] + extra:
             png = site / f"{model_id}__{name}.png"
             width = _save_panel(arrays[name], name, png)
-            caption = ("traversal: one row per code dimension, swept from its 2nd to its 98th percentile"
-                       if name == "traversal" else name)
+            caption = {"traversal": "traversal: one row per code dimension, swept from its 2nd to its 98th percentile",
+                       "unit_swap": "unit swap: row c decodes the first image's code with latent unit c taken from "
+                                    "each other image (first column: its own code)"}.get(name, name)
             parts.append(f"<div class=panel>{caption}</div><img alt='{name} of {_esc(r['method'])} seed {int(r['seed'])}' "
                          f"src='site/{png.name}' width={width}>")
     params = json.loads(r["params"]) if isinstance(r.get("params"), str) else {}

@@ -46,7 +46,7 @@ from bench.adapter import resolve_device
 from bench.data.base import ImageDataset
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-METHODS = ("ddpm", "diffae", "infodiffusion")
+METHODS = ("ddpm", "diffae", "infodiffusion", "pdae", "disdiff")
 
 
 class RandomImages(ImageDataset):
@@ -86,6 +86,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def attach_components(adapter, shape: tuple[int, int, int]) -> None:
+    """Give ``adapter`` its declared components, built (untrained: weights do not change FLOPs or speed)."""
+    components = {}
+    for name, spec in adapter.components.items():
+        ccls = registry.methods().load(spec.method)
+        component = ccls(**{**ccls.presets["paper"], **spec.params_for(adapter.get_params())})
+        with torch.random.fork_rng(devices=[]):
+            component._build(shape)
+        component.input_shape, component._fitted = tuple(shape), True
+        components[name] = component
+    adapter.components_ = components
+
+
 def training_flops_per_image(adapter, shape: tuple[int, int, int], batch: int = 2) -> tuple[float, int]:
     """(FLOPs of forward + backward of the training loss per image, trained parameters).
 
@@ -106,6 +119,11 @@ def training_flops_per_image(adapter, shape: tuple[int, int, int], batch: int = 
     nets = adapter._nets()
     for net in nets.values():
         net.to("meta")
+    if getattr(adapter, "components_", None):  # PDAE, DisDiff: the frozen DPM (forward only), DisDiff's encoder copy
+        for value in vars(adapter).values():
+            if isinstance(value, torch.nn.Module):
+                value.to("meta")
+        adapter._tables.clear()
     with FlopCounterMode(display=False) as counter:
         adapter._loss({k: v.to("meta") for k, v in drawn.items()}).backward()
     params = sum(p.numel() for net in nets.values() for p in net.parameters())
@@ -253,12 +271,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.ddim_steps:
             overrides["ddim_steps"] = args.ddim_steps
         preset = "tiny" if args.tiny else "paper"
-        flops, params = training_flops_per_image(cls.from_preset(preset, **overrides), shape)
+        adapter = cls.from_preset(preset, **overrides)
+        attach_components(adapter, shape)
+        flops, params = training_flops_per_image(adapter, shape)
         row = f"{name + ' (' + preset + ')':<22}{params / 1e6:>10.1f}{flops / 1e9:>11.2f}"
         if args.flops_only:
             print(row)
             continue
         adapter = cls.from_preset(preset, **overrides)
+        attach_components(adapter, shape)
         train_ips = time_training(adapter, data, device, steps, warmup)
         mfu = f"{100 * flops * train_ips / peak:>8.1f}" if peak else f"{'n/a':>8}"
         sample_ips = time_sampling(adapter, sample_batch, device)

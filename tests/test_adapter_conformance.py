@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -13,13 +15,20 @@ METHODS = registry.methods().names()
 FAST = {"steps": 6, "batch_size": 8, "log_every": 3}
 
 
+_TRAINED_COMPONENTS: dict[str, object] = {}
+
+
 def _components(cls, params, data, seed):
-    """The declared components of ``cls``, trained as the runner would (their tiny preset, FAST)."""
+    """The declared components of ``cls``, trained as the runner would (their tiny preset, FAST), once each."""
     out = {}
     for name, spec in cls.components.items():
         ccls = registry.methods().load(spec.method)
         cparams = {**ccls.presets[spec.preset or "tiny"], **FAST, **spec.params_for(params)}
-        out[name] = _fit(spec.method, data, seed=0 if spec.share == "dataset" else seed, **cparams)
+        cseed = 0 if spec.share == "dataset" else seed
+        key = json.dumps([spec.method, cparams, cseed, type(data).__name__], sort_keys=True, default=str)
+        if key not in _TRAINED_COMPONENTS:  # the runner trains a component once for all its dependants too
+            _TRAINED_COMPONENTS[key] = _fit(spec.method, data, seed=cseed, **cparams)
+        out[name] = _TRAINED_COMPONENTS[key]
     return out
 
 

@@ -1,0 +1,197 @@
+"""PDAE and DisDiff: a frozen, shared DPM component, G starting at zero, the sampling and loss identities."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import tests.plugin_stages  # noqa: F401  (registers tiny-bars)
+from bench.diffusion.samplers import q_sample, sample_loop
+from bench.stages import plan
+from methods.ddpm import DDPM
+from methods.disdiff import DisDiff
+from methods.pdae import PDAE, dpm_params, shift_coefficient, snr_weight
+from tests.conftest import TinyBars
+
+FAST = {"steps": 12, "batch_size": 8, "log_every": 4, "latent_steps": 6}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return TinyBars()
+
+
+@pytest.fixture(scope="module")
+def dpm(data):
+    """The tiny DPM both methods are trained on (as the runner builds it from a PDAE cell's params)."""
+    params = {**DDPM.presets["tiny"], **dpm_params(PDAE.from_preset("tiny").get_params()), "steps": 40}
+    return DDPM(**params).fit(data, seed=0)
+
+
+def _unet_state(adapter) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in adapter._eval_net("unet").state_dict().items()}
+
+
+def _batch(model, data, seed=0, n=6):
+    gen = torch.Generator().manual_seed(seed)
+    x0 = model._images_in(torch.from_numpy(data.images(np.arange(n))))
+    return {"x0": x0, "t": torch.randint(0, model.timesteps, (n,), generator=gen),
+            "noise": torch.randn(x0.shape, generator=gen)}
+
+
+@pytest.mark.parametrize("cls", [PDAE, DisDiff])
+def test_stage_two_leaves_the_frozen_dpm_bit_identical(cls, dpm, data):
+    before = _unet_state(dpm)
+    model = cls.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    after = _unet_state(dpm)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # the model's own copy of the DPM was not trained either, and G was
+    mine = model.unet_.state_dict()
+    assert all(torch.equal(before[k], mine[k]) for k in before)
+    assert not all(torch.count_nonzero(p) == 0 for p in model.shift_.out.parameters())
+
+
+@pytest.mark.parametrize("cls", [PDAE, DisDiff])
+def test_the_gradient_estimator_is_exactly_zero_at_initialisation(cls, dpm, data):
+    model = cls.from_preset("tiny", **FAST)
+    model.components_ = {"dpm": dpm}
+    model._build(data.image_shape)
+    batch = _batch(model, data)
+    x_t = q_sample(model.schedule_, batch["x0"], batch["noise"], batch["t"])
+    eps, h, skips, temb = model._frozen_pass(x_t, batch["t"])
+    z = model.encoder_(batch["x0"])
+    gradient = model._gradient(h, skips, temb, z, evaluation=False)
+    assert gradient.shape == x_t.shape and torch.count_nonzero(gradient) == 0
+    # so the stage-2 denoiser starts as the DPM: ε̂ = ε_θ exactly
+    with torch.no_grad():
+        np.testing.assert_array_equal(model._denoiser(z)(x_t, batch["t"]).numpy(), eps.numpy())
+        np.testing.assert_array_equal(eps.numpy(), dpm._denoiser()(x_t, batch["t"]).numpy())
+
+
+def test_stop_percent_one_samples_exactly_as_the_frozen_dpm(dpm, data):
+    model = PDAE.from_preset("tiny", **FAST, stop_percent=1.0).fit(data, seed=0, components={"dpm": dpm})
+    gen = torch.Generator().manual_seed(3)
+    z = model._sample_codes(4, gen)
+    x_T = model._x_T(4, gen)
+    shifted_off = model._render(z, x_T, torch.Generator().manual_seed(0), model._sampling_denoiser)
+    plain = dpm._to_numpy_images(sample_loop(dpm._denoiser(), model._image_sampler(), x_T))
+    np.testing.assert_array_equal(shifted_off, plain)
+    # with the shift on, the trained G changes the samples (the test above can fail)
+    model._params["stop_percent"] = 0.0
+    shifted = model._render(z, x_T, torch.Generator().manual_seed(0), model._sampling_denoiser)
+    assert np.abs(shifted - plain).max() > 1e-4
+
+
+def test_stop_percent_switches_the_shift_off_for_the_last_steps(dpm, data, monkeypatch):
+    model = PDAE.from_preset("tiny", **FAST, ddim_steps=5, stop_percent=0.4).fit(data, seed=0, components={"dpm": dpm})
+    shifted_at, real = [], PDAE._gradient
+
+    def spy(self, h, skips, temb, z, *, evaluation):
+        shifted_at.append(True)
+        return real(self, h, skips, temb, z, evaluation=evaluation)
+
+    monkeypatch.setattr(PDAE, "_gradient", spy)
+    model.sample(2, seed=0)
+    assert len(shifted_at) == 3  # int(0.4 * 5) = 2 of the 5 DDIM steps run unshifted (shift_ddim_sample_loop)
+
+
+def test_pdae_loss_is_the_weighted_shift_objective_of_the_reference(dpm, data):
+    model = PDAE.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    batch = _batch(model, data, seed=1)
+    t = batch["t"]
+    s = model.schedule_
+    alphas, ab, ab_prev = s.alphas.numpy(), s.alphas_cumprod.numpy(), s.alphas_cumprod_prev.numpy()
+    coef = -np.sqrt(alphas) * (1 - ab_prev) / np.sqrt(1 - ab)  # gaussian_diffusion.py: shift_coef
+    snr = ab / (1 - ab)
+    weight = snr**0.1 / (1 + snr)
+    np.testing.assert_allclose(shift_coefficient(s).numpy(), coef, rtol=1e-12)
+    np.testing.assert_allclose(snr_weight(s, 0.1).numpy(), weight, rtol=1e-12)
+    with torch.no_grad():
+        z = model.encoder_(batch["x0"])
+        x_t = q_sample(s, batch["x0"], batch["noise"], t)
+        eps, h, skips, temb = model._frozen_pass(x_t, t)
+        g = model._gradient(h, skips, temb, z, evaluation=False)
+        expected = (weight[t.numpy()] * ((batch["noise"] - (eps + torch.from_numpy(coef[t.numpy()]).float()
+                                                            .view(-1, 1, 1, 1) * g)) ** 2).flatten(1).mean(1).numpy()).mean()
+        assert float(model._loss(batch)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_disdiff_with_one_unit_is_the_unweighted_pdae_objective(dpm, data):
+    model = DisDiff.from_preset("tiny", **FAST, num_units=1, loss_type="mse", dis_weight=0.05)
+    model = model.fit(data, seed=0, components={"dpm": dpm})
+    batch = _batch(model, data, seed=2)
+    batch["unit"] = torch.zeros(6, dtype=torch.long)
+    t = batch["t"]
+    with torch.no_grad():
+        terms = model.loss_terms(batch)
+        assert torch.count_nonzero(terms["dis"]) == 0  # a cross-entropy over one unit is zero
+        z = model.encoder_(batch["x0"])
+        x_t = q_sample(model.schedule_, batch["x0"], batch["noise"], t)
+        eps, h, skips, temb = model._frozen_pass(x_t, t)
+        g = model._unit_gradients(h, skips, temb, z, evaluation=False)
+        assert g.shape[0] == 1
+        coef = shift_coefficient(model.schedule_)[t].float().view(-1, 1, 1, 1)
+        pdae_form = ((batch["noise"] - (eps + coef * g[0])) ** 2).mean()  # w_t = 1
+        assert float(model._loss(batch)) == pytest.approx(float(pdae_form), rel=1e-5)
+
+
+def test_disdiff_disentangling_loss_trains_g_through_a_frozen_encoder_copy(dpm, data):
+    model = DisDiff.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    model.encoder_.train()
+    batch = _batch(model, data, seed=4)
+    batch["unit"] = torch.tensor([0, 1, 2, 0, 1, 2])
+    dis = model.loss_terms(batch)["dis"]
+    assert dis.shape == (6,) and torch.isfinite(dis).all() and float(dis.detach().sum()) > 0
+    dis.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.shift_.parameters())
+    assert all(not p.requires_grad for p in model.frozen_encoder_.parameters())
+    # the copy holds this step's encoder weights
+    for a, b in zip(model.frozen_encoder_.parameters(), model.encoder_.parameters()):
+        assert torch.equal(a, b.detach())
+
+
+def test_disdiff_encodes_units_and_swaps_them(dpm, data):
+    model = DisDiff.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    assert "latent_units" in model.capabilities and model.code_dim == 3 * 4 and model.latent_unit_dim == 4
+    from bench.runner import _unit_encoder, _unit_swaps
+
+    swaps = _unit_swaps(model, data.images(np.arange(4)), 3)
+    assert swaps.shape == (3, 4, *data.image_shape)
+    reduced = _unit_encoder(model.encode, model, data, seed=0, limit=64)(data.images(np.arange(10)))
+    assert reduced.shape == (10, 3) and np.isfinite(reduced).all()
+
+
+def test_a_missing_or_mismatched_dpm_is_a_clear_error_before_training(dpm, data):
+    with pytest.raises(ValueError, match=r"pass components=\{'dpm'"):
+        PDAE.from_preset("tiny").fit(data, seed=0)
+    with pytest.raises(ValueError, match="'dpm' component has base_channels=8, but this model expects base_channels=16"):
+        PDAE.from_preset("tiny", base_channels=16).fit(data, seed=0, components={"dpm": dpm})
+    with pytest.raises(ValueError, match="sampler must be 'ddim'"):
+        PDAE.from_preset("tiny", sampler="ddpm")
+    with pytest.raises(ValueError, match="num_units=200 exceeds"):
+        DisDiff.from_preset("tiny", num_units=200).fit(data, seed=0, components={"dpm": dpm})
+
+
+def test_pdae_and_disdiff_cells_share_one_dpm_trained_once(tmp_path):
+    from tests.test_stages import grid
+
+    from bench.runner import run_profile
+
+    # the line joins the profile's "*" overrides table (steps = 6, batch_size = 8, ...)
+    profile, out, _ = grid(tmp_path, methods=("pdae", "disdiff"), extra="latent_steps = 4\n")
+    p = plan(profile)
+    assert len(p.components) == 1 and p.components[0].method == "ddpm"
+    assert {m.components["dpm"] for m in p.models} == {p.components[0].id} and len(p.models) == 4
+    summary = run_profile(profile, out, progress=False, report=False)
+    assert summary.failed == []
+    rows = pd.read_csv(out / "results.csv")
+    assert len(rows[(rows["role"] == "component") & (rows["metric"] == "final_loss")]) == 1
+    models = rows[rows["role"] == "model"]
+    assert {json.loads(c)["dpm"] for c in models["components"]} == {p.components[0].id}
+    for method in ("pdae", "disdiff"):
+        mine = models[(models["method"] == method) & models["metric"].isin(["factorvae", "dci_disentanglement"])]
+        assert len(mine) == 4 and (mine["status"] == "ok").all() and np.isfinite(mine["value"]).all()
