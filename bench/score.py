@@ -469,12 +469,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--metrics", default=None, help=f"comma-separated names (default: all the file allows): {', '.join(OUTPUT_NAMES)}")
     p.add_argument("--seed", type=int, default=0, help="random state of every metric (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object {metric: value} on stdout")
+    p.add_argument("--param", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="a metric option, as in bench.toml's metric_params (repeatable), e.g. "
+                        "--param tad.variant=infodiffusion --param factorvae.num_train=500; "
+                        "VALUE is read as a TOML value (a bare word is a string)")
     return p
+
+
+def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["tad.variant=infodiffusion", ...]`` → ``{"tad": {"variant": "infodiffusion"}}``, validated like bench.toml."""
+    import tomllib
+
+    from bench.config import ConfigError, check_metric_params
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        metric, dot, key = name.strip().partition(".")
+        if not sep or not dot or not metric or not key:
+            raise ValueError(f"--param {item!r}: expected METRIC.KEY=VALUE, e.g. tad.variant=infodiffusion")
+        if metric not in GROUPS:
+            from bench.registry import did_you_mean
+
+            raise ValueError(f"--param {item!r}: unknown metric {metric!r}{did_you_mean(metric, list(GROUPS))}; "
+                             f"bench score computes: {', '.join(GROUPS)}")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out.setdefault(metric, {})[key.strip()] = value
+    for metric, params in out.items():
+        try:
+            check_metric_params(metric, params, f"--param {metric}")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bench score``; returns the exit status (0). Errors raise ``ValueError`` /
     ``FileNotFoundError`` with a one-line message."""
+    params = parse_params(getattr(args, "param", []))  # a bad option fails before the file is read
     data = load_codes_file(args.codes)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     plan = plan_metrics(data, metrics)
@@ -482,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench score: {name}: not computed: {why}", file=sys.stderr)
     if not plan.outputs:
         raise ValueError(f"{data['source']}: nothing to score")
-    results = score_codes(data, metrics, args.seed)
+    results = score_codes(data, metrics, args.seed, params=params)
     if args.json:
         print(json.dumps({k: (v if math.isfinite(v) else None) for k, v in results.items()}, allow_nan=False))
     else:

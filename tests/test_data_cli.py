@@ -85,6 +85,11 @@ def test_bench_toml_data_root_applies_and_root_flag_wins(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["root"] == str(tmp_path / "store")
         assert bench_data("--root", str(tmp_path / "other"), "ls", "--json", config=str(config)) == 0
         assert json.loads(capsys.readouterr().out)["root"] == str(tmp_path / "other")
+        # the root may also follow the command, as a new user writes it
+        assert bench_data("ls", "--json", "--root", str(tmp_path / "after"), config=str(config)) == 0
+        assert json.loads(capsys.readouterr().out)["root"] == str(tmp_path / "after")
+        assert bench_data("verify", "mnist", "--root", str(tmp_path / "after"), config=str(config)) == 1
+        assert f"mnist: data root {tmp_path / 'after'}" in capsys.readouterr().out
         config.write_text("data_root = 3\n")
         with pytest.raises(ValueError, match="data_root must be a non-empty string"):
             bench_data("ls", config=str(config))

@@ -195,3 +195,22 @@ def test_pdae_and_disdiff_cells_share_one_dpm_trained_once(tmp_path):
     for method in ("pdae", "disdiff"):
         mine = models[(models["method"] == method) & models["metric"].isin(["factorvae", "dci_disentanglement"])]
         assert len(mine) == 4 and (mine["status"] == "ok").all() and np.isfinite(mine["value"]).all()
+
+
+def test_the_encoders_have_the_reference_parameter_counts():
+    """CELEBA64Encoder (z = 512) and Encoder4 (d = 128, 6 × 32) of the reference code, layer by layer.
+
+    PDAE: conv 3→64 (1,792) + GN (128) + conv 64→128 (73,856) + 4-head attention (66,304) +
+    GN (256) + 2 × [conv 128→128 (147,584) + GN (256)] + Linear 2048→512 (1,049,088) = 1,487,104.
+    DisDiff: 4×4 convs 6,272 + 3 × 262,272, four BatchNorms 4 × 256, two residual blocks
+    2 × 164,352, BatchNorm 256, Linear 2048→192 (393,408) = 1,516,480
+    (``benchmarks/reference_counts.py`` builds the reference networks and prints the same).
+    """
+    from bench.diffusion.encoders import DisDiffEncoder, PDAEEncoder
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    assert count(PDAEEncoder(in_channels=3, image_size=64, out_dim=512)) == 1_487_104
+    assert count(PDAEEncoder(in_channels=3, image_size=64, out_dim=32)) == 503_584
+    assert count(DisDiffEncoder(in_channels=3, image_size=64, out_dim=192)) == 1_516_480

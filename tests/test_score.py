@@ -15,6 +15,7 @@ from bench.score import (
     add_parser,
     covers_full_grid,
     load_codes_file,
+    parse_params,
     plan_metrics,
     run,
     score_codes,
@@ -199,3 +200,23 @@ def test_metrics_option_and_plain_output(tmp_path, capsys):
     assert out.startswith("gaussian_tc") and "mutual_info" not in out
     with pytest.raises(ValueError, match="needs key 'attributes'"):
         run(_cli(["score", str(path), "--metrics", "tad"]))
+
+
+def test_param_option_sets_a_metric_variant_and_sample_sizes(tmp_path, capsys):
+    rs = np.random.RandomState(0)
+    attributes = (rs.rand(200, 3) < 0.5).astype(np.int64)
+    path = _save(tmp_path, codes=attributes + 0.05 * rs.randn(200, 3), attributes=attributes)
+    assert run(_cli(["score", str(path), "--metrics", "tad", "--json", "--param", "tad.variant=infodiffusion"])) == 0
+    via_cli = json.loads(capsys.readouterr().out)
+    direct = score_codes(load_codes_file(path), ["tad"], 0, params={"tad": {"variant": "infodiffusion"}})
+    assert via_cli == direct
+    assert parse_params(["factorvae.num_train=500", "tad.variant=nashae"]) == {
+        "factorvae": {"num_train": 500}, "tad": {"variant": "nashae"}}
+    with pytest.raises(ValueError, match="expected METRIC.KEY=VALUE"):
+        parse_params(["tad=infodiffusion"])
+    with pytest.raises(ValueError, match="unknown metric 'tda'.*did you mean 'tad'"):
+        parse_params(["tda.variant=x"])
+    with pytest.raises(ValueError, match="unknown parameter.*did you mean 'num_train'"):
+        parse_params(["factorvae.num_trian=5"])
+    with pytest.raises(ValueError, match="must be int"):
+        parse_params(["factorvae.num_train=many"])

@@ -47,6 +47,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     dl.add_argument("name", help="dataset name (see `bench data ls`)")
     dl.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a mirror is abandoned")
     vf = sub.add_parser("verify", help="check a dataset's files and print a summary")
+    for command in (ls, dl, vf):  # `bench data verify NAME --root PATH` works as `bench data --root PATH verify NAME`
+        command.add_argument("--root", default=argparse.SUPPRESS, help="data root for this call (as `bench data --root`)")
+        command.add_argument("--config", default=argparse.SUPPRESS, help="bench.toml whose data_root applies")
     vf.add_argument("name", help="dataset name (see `bench data ls`)")
     vf.add_argument("--json", action="store_true", help="machine-readable output")
     vf.add_argument("--no-checksums", action="store_true", help="skip md5 checks (structure and decoding only)")
