@@ -60,6 +60,7 @@ def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
 
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     metrics = [c[:-5] for c in board.columns if c.endswith("_mean")]
+    any_reported = any(f"{m}_reported" in board for m in metrics)
     show_config = board.groupby(["dataset", "method"])["config_id"].nunique().max() > 1 if len(board) else False
     head = ["dataset", "method"] + (["config"] if show_config else []) + ["seeds"] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -67,13 +68,29 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
         cells = [str(r["dataset"]), str(r["method"])] + ([str(r["config_id"])] if show_config else []) + [r["seeds"]]
         for m in metrics:
             mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
-            cells.append(f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std))
+            cell = f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std)
+            cells.append(cell + reported_note(r, m))
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
         "\nValues are mean ± std over seeds. '—' marks a setting with fewer finished seeds than planned: "
         "it is shown as missing, not averaged.\n"
     )
+    if any_reported:
+        legend += ("\n'published' is the value the paper reports for the same setting and protocol "
+                   "(bench/reported/papers.csv), Δ = measured − published; see reproduction.md.\n")
     return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
+
+
+def reported_note(r: pd.Series, metric: str) -> str:
+    """`` (published 0.819 ± 0.003, Δ −0.159)`` for a line with a published counterpart, else ``""``."""
+    value = r.get(f"{metric}_reported", np.nan)
+    if value is None or pd.isna(value):
+        return ""
+    d = digits(value)
+    std = r.get(f"{metric}_reported_std", np.nan)
+    text = f"{value:.{d}f}" + ("" if pd.isna(std) else f" ± {std:.{d}f}")
+    diff = r.get(f"{metric}_diff", np.nan)
+    return f" (published {text}" + ("" if pd.isna(diff) else f", Δ {diff:+.{d}f}") + ")"
 
 
 def digits(mean: float) -> int:
@@ -88,13 +105,20 @@ def _fmt(mean: float, std: float) -> str:
 
 def regenerate(results_dir: Path) -> dict[str, Path]:
     """Rebuild leaderboard.md/.csv and plots/ from ``results_dir/results.csv``."""
+    from bench import reported
+
     rows = read_results(results_dir / "results.csv")
-    board = leaderboard(rows)
-    out = {"leaderboard_csv": results_dir / "leaderboard.csv", "leaderboard_md": results_dir / "leaderboard.md"}
+    published = reported.load()
+    board = reported.attach(leaderboard(rows), grid_rows(rows), published)
+    out = {"leaderboard_csv": results_dir / "leaderboard.csv", "leaderboard_md": results_dir / "leaderboard.md",
+           "reproduction_md": results_dir / "reproduction.md"}
     write_csv_atomic(board, out["leaderboard_csv"])
-    tmp = out["leaderboard_md"].with_suffix(".md.tmp")
-    tmp.write_text(leaderboard_markdown(board))
-    tmp.replace(out["leaderboard_md"])
+    for key, text in (("leaderboard_md", leaderboard_markdown(board)),
+                      ("reproduction_md", reported.reproduction_markdown(
+                          reported.reproduction_table(board, grid_rows(rows), published)))):
+        tmp = out[key].with_suffix(".md.tmp")
+        tmp.write_text(text)
+        tmp.replace(out[key])
     plots = results_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     _metric_plots(rows, plots)

@@ -42,7 +42,7 @@ nav a{margin-right:14px;color:#fff}table{border-collapse:collapse;margin:6px 0 1
 th,td{border:1px solid #d7dde4;padding:4px 9px;text-align:right;white-space:nowrap}
 th{background:#eef2f6;cursor:pointer;user-select:none}th.sorted-asc:after{content:" \\25B2"}
 th.sorted-desc:after{content:" \\25BC"}td.name,th.name{text-align:left}td.missing{color:#98a2ad}
-.std{color:#6b7682;font-size:12px}.n{color:#98a2ad;font-size:11px}.failed{color:#b3261e}
+.std{color:#6b7682;font-size:12px}.n{color:#98a2ad;font-size:11px}.published{color:#7a5c00;font-size:11px;font-style:italic}.failed{color:#b3261e}
 .card{background:#fff;border:1px solid #d7dde4;border-radius:6px;padding:10px 14px;margin:12px 0}
 .card img{image-rendering:pixelated;display:block;margin:2px 0 8px;max-width:100%}
 .panel{font-size:12px;color:#57606a}.plots img{max-width:560px;margin:6px 10px 6px 0;border:1px solid #e3e7eb}
@@ -150,12 +150,21 @@ def _leaderboard_section(board: pd.DataFrame) -> str:
             for m in metrics:
                 mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
                 if pd.isna(mean):
-                    cells.append(f"<td class=missing data-value=''>— <span class=n>({int(n)} of {planned} seeds)</span></td>")
+                    attrs, body = "class=missing data-value=''", f"— <span class=n>({int(n)} of {planned} seeds)</span>"
                 else:
-                    cells.append(f"<td data-value='{mean:.10g}'>{_fmt(mean, std)} <span class=n>n={int(n)}</span></td>")
+                    attrs, body = f"data-value='{mean:.10g}'", f"{_fmt(mean, std)} <span class=n>n={int(n)}</span>"
+                cells.append(f"<td {attrs}>{body}{_published(r, m)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
     return "".join(out)
+
+
+def _published(r: pd.Series, metric: str) -> str:
+    """The paper's value for the same setting, marked as published (never in the measured place)."""
+    from bench.report import reported_note
+
+    note = reported_note(r, metric).strip()
+    return f" <span class=published title='{_esc(r.get(metric + '_reported_in', ''))}'>{_esc(note)}</span>" if note else ""
 
 
 def _anchor(dataset: str, method: str) -> str:
