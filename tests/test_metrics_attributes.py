@@ -198,3 +198,52 @@ def test_dataset_wrappers_draw_then_score():
         assert out["tad_attributes"] == 2.0 and 0.8 < out["tad"] <= 1.0
     assert 0.75 < auroc(faces, _flatten, 0, num_samples=200, n_jobs=1)["auroc"] < 0.9  # 2 of 3 attributes visible
     assert latent_accuracy(_Digits(), _flatten, 0)["latent_accuracy"] == 1.0
+
+
+class _NoisyDigits(_Digits):
+    """Labels i % 3 with images that only partly show them (accuracy below 1, so folds differ)."""
+
+    def __len__(self) -> int:
+        return 300
+
+    def images(self, indices):
+        idx = np.asarray(indices)
+        noise = np.random.RandomState(7).randn(300, 3).astype(np.float32)[idx]
+        return (np.eye(3, dtype=np.float32)[idx % 3] * 0.5 + noise).reshape(-1, 1, 1, 3)
+
+
+def test_infodiffusion_protocol_uses_the_first_rows_and_the_folds_of_random_state_0(monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import StandardScaler
+
+    data, n = _NoisyDigits(), 200
+    seen = []
+
+    def encode(x):
+        seen.append(len(x))
+        return _flatten(x)
+
+    out = latent_accuracy(data, encode, 12345, protocol="infodiffusion", num_samples=n)
+    assert sum(seen) == n
+    # eval_disentanglement.py by hand: rows 0..n-1 in order, KFold(5, shuffle=True, random_state=0)
+    z, y = _flatten(data.images(np.arange(n))).astype(np.float64), data.labels(np.arange(n))
+    accuracies = []
+    for train, test in KFold(5, shuffle=True, random_state=0).split(z):
+        scaler = StandardScaler().fit(z[train])
+        model = LogisticRegression().fit(scaler.transform(z[train]), y[train])
+        accuracies.append(np.mean(model.predict(scaler.transform(z[test])) == y[test]))
+    assert out["latent_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert out["latent_accuracy_fold_std"] == pytest.approx(np.std(accuracies), abs=1e-12)
+    assert 0 < out["latent_accuracy_fold_std"] and out["latent_accuracy"] < 1
+    # the evaluation's seed does not enter; the default protocol's rows and folds do depend on it
+    assert latent_accuracy(data, _flatten, 1, protocol="infodiffusion", num_samples=n) == out
+    assert latent_accuracy(data, _flatten, 1, num_samples=n) != latent_accuracy(data, _flatten, 2, num_samples=n)
+    faces = _Faces()
+    first = tad(faces, _flatten, 3, variant="infodiffusion", protocol="infodiffusion", num_samples=100)
+    idx = np.arange(100)
+    assert first == tad_from_codes(_flatten(faces.images(idx)), faces.attributes(idx), 0, variant="infodiffusion")
+    with pytest.raises(ValueError, match="set variant = 'infodiffusion'"):
+        tad(faces, _flatten, 0, protocol="infodiffusion")
+    with pytest.raises(ValueError, match="unknown protocol 'paper'"):
+        auroc(faces, _flatten, 0, protocol="paper")

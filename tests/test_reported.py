@@ -12,15 +12,17 @@ from bench import reported
 from bench.report import leaderboard, leaderboard_markdown
 
 
-def _rows(values: list[float | None], *, latent_dim: int = 32, variant: str = "infodiffusion", planned: int = 2):
+def _rows(values: list[float | None], *, latent_dim: int = 32, variant: str = "infodiffusion",
+          protocol: str = "infodiffusion", planned: int = 2):
     """Result rows of one PDAE setting on celeba-d2c: a ``tad`` row per seed (None = that seed failed)."""
     out = []
     for seed, value in enumerate(values):
         out.append({
-            "dataset": "celeba-d2c", "method": "pdae", "config_id": f"cfg{latent_dim}{variant}", "seed": seed,
+            "dataset": "celeba-d2c", "method": "pdae", "config_id": f"cfg{latent_dim}{variant}{protocol}", "seed": seed,
             "n_seeds_planned": planned, "role": "model", "metric": "tad",
             "value": np.nan if value is None else value, "status": "failed" if value is None else "ok",
-            "params": json.dumps({"latent_dim": latent_dim}), "metric_params": json.dumps({"variant": variant}),
+            "params": json.dumps({"latent_dim": latent_dim}),
+            "metric_params": json.dumps({"variant": variant, "protocol": protocol}),
         })
     return pd.DataFrame(out)
 
@@ -51,7 +53,7 @@ def test_a_complete_setting_shows_the_difference():
     assert "0.030 ± 0.014 (published 0.009 ± 0.001, Δ +0.021)" in leaderboard_markdown(board)
 
 
-@pytest.mark.parametrize("other", [{"latent_dim": 512}, {"variant": "nashae"}])
+@pytest.mark.parametrize("other", [{"latent_dim": 512}, {"variant": "nashae"}, {"protocol": "random"}])
 def test_another_setting_or_protocol_gets_no_published_value(other):
     rows = _rows([0.02, 0.04], **other)
     board = reported.attach(leaderboard(rows), rows, reported.load())

@@ -62,8 +62,8 @@ METRICS.register(
     "TAD and number of captured attributes (Yeats et al. 2022, NashAE); variant='infodiffusion' selectable",
     uses="encode",
     requires="attributes",
-    outputs=("tad", "tad_attributes"),
-    ranges={"variant": ("nashae", "infodiffusion"), "num_samples": ">= 2", "auroc_threshold": "[0, 1]", "entanglement_threshold": "[0, 1]", "encode_batch_size": ">= 1"},
+    outputs=("tad", "tad_attributes", "tad_fold_std"),
+    ranges={"variant": ("nashae", "infodiffusion"), "protocol": ("random", "infodiffusion"), "num_samples": ">= 2", "auroc_threshold": "[0, 1]", "entanglement_threshold": "[0, 1]", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "auroc",
@@ -71,8 +71,8 @@ METRICS.register(
     "mean test AUROC of per-attribute logistic regressions on standardised codes, 5-fold (InfoDiffusion)",
     uses="encode",
     requires="attributes",
-    outputs=("auroc",),
-    ranges={"num_samples": ">= 2", "n_splits": ">= 2", "max_iter": ">= 1", "encode_batch_size": ">= 1"},
+    outputs=("auroc", "auroc_fold_std"),
+    ranges={"protocol": ("random", "infodiffusion"), "num_samples": ">= 2", "n_splits": ">= 2", "max_iter": ">= 1", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "latent_accuracy",
@@ -80,8 +80,8 @@ METRICS.register(
     "logistic-regression accuracy predicting class labels from codes, 5-fold (InfoDiffusion)",
     uses="encode",
     requires="labels",
-    outputs=("latent_accuracy",),
-    ranges={"num_samples": ">= 2", "n_splits": ">= 2", "max_iter": ">= 1", "encode_batch_size": ">= 1"},
+    outputs=("latent_accuracy", "latent_accuracy_fold_std"),
+    ranges={"protocol": ("random", "infodiffusion"), "num_samples": ">= 2", "n_splits": ">= 2", "max_iter": ">= 1", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
     "reconstruction",

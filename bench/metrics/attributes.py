@@ -40,6 +40,18 @@ the same protocol with the class label as target (one multinomial ``LogisticRegr
 and test-fold accuracy. InfoDiffusion encodes the whole training split (``save_latent``:
 60,000 FashionMNIST images, file order) and runs the 5 folds over all of it.
 
+Row and fold **protocols** of the three dataset wrappers (``protocol=``):
+
+* ``"random"`` (default): ``num_samples`` items drawn at random with the evaluation's random
+  state, which then (advanced) seeds ``KFold``;
+* ``"infodiffusion"``: InfoDiffusion's ``eval_disentanglement.py`` exactly — the first
+  ``num_samples`` (10,000) items in dataset order, ``KFold(5, shuffle=True, random_state=0)``
+  whatever the evaluation's seed, the scaler fitted on the training fold, scikit-learn's
+  default ``LogisticRegression``; TAD (variant ``"infodiffusion"``, required) on the training
+  folds. Every folded score also reports its standard deviation over the folds
+  (``tad_fold_std``, ``auroc_fold_std``, ``latent_accuracy_fold_std``), the "± std" of the
+  paper's tables.
+
 Documented deviations:
 
 * An attribute that is constant in the evaluated rows has no AUROC (one class only) and no
@@ -76,6 +88,8 @@ from bench.data.base import AttributeDataset, ImageDataset, LabelledDataset
 from bench.metrics.sampling import DEFAULT_ENCODE_BATCH_SIZE, EncodeFn, RandomStateLike, as_random_state
 
 VARIANTS = ("nashae", "infodiffusion")
+#: which items are scored and how the folds are drawn (see the module docstring)
+PROTOCOLS = ("random", "infodiffusion")
 #: per-variant number of evaluated items in the dataset wrapper (the references' sizes)
 DEFAULT_NUM_SAMPLES = {"nashae": 1000, "infodiffusion": 10000}
 
@@ -238,7 +252,8 @@ def tad_from_codes(
         for train, _ in _folds(len(z), n_splits, random_state):
             z_train = StandardScaler().fit_transform(z[train])
             scores.append(tad_from_auroc(exact_auroc_matrix(z_train, y[train]), y[train], **thresholds))
-        return {key: float(np.mean([s[key] for s in scores])) for key in ("tad", "tad_attributes")}
+        out = {key: float(np.mean([s[key] for s in scores])) for key in ("tad", "tad_attributes")}
+        return {**out, "tad_fold_std": float(np.std([s["tad"] for s in scores]))}
     raise ValueError(f"unknown TAD variant {variant!r}; expected one of {VARIANTS}")
 
 
@@ -275,7 +290,7 @@ def auroc_from_codes(
     fold_means = [np.mean(scores) for scores in per_fold if scores]
     if not fold_means:
         raise ValueError("auroc: every attribute is constant in some fold; nothing to score")
-    return {"auroc": float(np.mean(fold_means))}
+    return {"auroc": float(np.mean(fold_means)), "auroc_fold_std": float(np.std(fold_means))}
 
 
 def latent_accuracy_from_codes(
@@ -303,7 +318,7 @@ def latent_accuracy_from_codes(
         scaler = StandardScaler().fit(z[train])
         model = _fit_logistic(scaler.transform(z[train]), labels[train], max_iter)
         accuracies.append(np.mean(model.predict(scaler.transform(z[test])) == labels[test]))
-    return {"latent_accuracy": float(np.mean(accuracies))}
+    return {"latent_accuracy": float(np.mean(accuracies)), "latent_accuracy_fold_std": float(np.std(accuracies))}
 
 
 def _probe_auroc(x_train, y_train, x_test, y_test, max_iter: int) -> float | None:
@@ -340,25 +355,27 @@ def tad(
     random_state: RandomStateLike,
     *,
     variant: str = "nashae",
+    protocol: str = "random",
     num_samples: int | None = None,
     auroc_threshold: float = 0.75,
     entanglement_threshold: float = 0.2,
     encode_batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
-    """TAD of ``encode`` on ``num_samples`` random items of an attribute dataset.
+    """TAD of ``encode`` on ``num_samples`` items of an attribute dataset (rows and folds: ``protocol``).
 
     ``num_samples`` defaults to the variant's reference size (1,000 for NashAE, 10,000 for
     InfoDiffusion). The items are drawn first, then the folds (InfoDiffusion variant).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown TAD variant {variant!r}; expected one of {VARIANTS}")
-    rs = as_random_state(random_state)
+    if protocol == "infodiffusion" and variant != "infodiffusion":
+        raise ValueError("tad: protocol 'infodiffusion' scores InfoDiffusion's TAD; set variant = 'infodiffusion'")
     n = DEFAULT_NUM_SAMPLES[variant] if num_samples is None else num_samples
-    indices, codes = _draw_and_encode(dataset, encode, rs, n, encode_batch_size)
+    indices, codes, folds = _rows_and_codes(dataset, encode, random_state, protocol, n, encode_batch_size)
     return tad_from_codes(
         codes,
         dataset.attributes(indices),
-        rs,
+        folds,
         variant=variant,
         auroc_threshold=auroc_threshold,
         entanglement_threshold=entanglement_threshold,
@@ -370,16 +387,17 @@ def auroc(
     encode: EncodeFn,
     random_state: RandomStateLike,
     *,
+    protocol: str = "random",
     num_samples: int = 10000,
     n_splits: int = 5,
     max_iter: int = 100,
     n_jobs: int | None = -1,
     encode_batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
-    """AUROC probe of ``encode`` on ``num_samples`` random items of an attribute dataset."""
-    rs = as_random_state(random_state)
-    indices, codes = _draw_and_encode(dataset, encode, rs, num_samples, encode_batch_size)
-    return auroc_from_codes(codes, dataset.attributes(indices), rs, n_splits=n_splits, max_iter=max_iter, n_jobs=n_jobs)
+    """AUROC probe of ``encode`` on ``num_samples`` items of an attribute dataset (rows and folds: ``protocol``)."""
+    indices, codes, folds = _rows_and_codes(dataset, encode, random_state, protocol, num_samples, encode_batch_size)
+    return auroc_from_codes(codes, dataset.attributes(indices), folds, n_splits=n_splits, max_iter=max_iter,
+                            n_jobs=n_jobs)
 
 
 def latent_accuracy(
@@ -387,15 +405,28 @@ def latent_accuracy(
     encode: EncodeFn,
     random_state: RandomStateLike,
     *,
+    protocol: str = "random",
     num_samples: int = 10000,
     n_splits: int = 5,
     max_iter: int = 100,
     encode_batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
-    """Latent classification accuracy of ``encode`` on ``num_samples`` random labelled items."""
-    rs = as_random_state(random_state)
-    indices, codes = _draw_and_encode(dataset, encode, rs, num_samples, encode_batch_size)
-    return latent_accuracy_from_codes(codes, dataset.labels(indices), rs, n_splits=n_splits, max_iter=max_iter)
+    """Latent classification accuracy of ``encode`` on ``num_samples`` labelled items (rows and folds: ``protocol``)."""
+    indices, codes, folds = _rows_and_codes(dataset, encode, random_state, protocol, num_samples, encode_batch_size)
+    return latent_accuracy_from_codes(codes, dataset.labels(indices), folds, n_splits=n_splits, max_iter=max_iter)
+
+
+def _rows_and_codes(dataset: ImageDataset, encode: EncodeFn, random_state: RandomStateLike, protocol: str,
+                    num_samples: int, batch_size: int):
+    """(item indices, their codes, the random state of the folds) under ``protocol``."""
+    if protocol == "random":
+        rs = as_random_state(random_state)
+        indices, codes = _draw_and_encode(dataset, encode, rs, num_samples, batch_size)
+        return indices, codes, rs
+    if protocol == "infodiffusion":  # eval_disentanglement.py: the first items, KFold(random_state=0)
+        indices = np.arange(min(num_samples, len(dataset)))
+        return indices, _encode_rows(dataset, encode, indices, batch_size), 0
+    raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
 
 
 def _draw_and_encode(
@@ -406,6 +437,13 @@ def _draw_and_encode(
         raise ValueError(f"num_samples must be >= 2, got {num_samples}")
     n = min(num_samples, len(dataset))
     indices = rs.choice(len(dataset), size=n, replace=False)
+    return indices, _encode_rows(dataset, encode, indices, batch_size)
+
+
+def _encode_rows(dataset: ImageDataset, encode: EncodeFn, indices: np.ndarray, batch_size: int) -> np.ndarray:
+    n = len(indices)
+    if n < 2:
+        raise ValueError(f"num_samples must be >= 2, got {n}")
     parts = []
     for start in range(0, n, batch_size):
         chunk = indices[start : start + batch_size]
@@ -413,7 +451,7 @@ def _draw_and_encode(
         if codes.ndim != 2 or codes.shape[0] != len(chunk):
             raise ValueError(f"encode must return codes of shape ({len(chunk)}, D), got {codes.shape}")
         parts.append(codes)
-    return indices, np.concatenate(parts).astype(np.float64, copy=False)
+    return np.concatenate(parts).astype(np.float64, copy=False)
 
 
 # -- input checks -------------------------------------------------------------------------------
