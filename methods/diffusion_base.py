@@ -20,8 +20,10 @@ Shared training loop (:class:`DiffusionFamily`), written for GPU throughput:
 * on the CPU, convolutions use PyTorch's native kernels instead of oneDNN while an adapter
   method runs (``cpu_native_conv``, see :func:`native_cpu_convolutions`);
 * gradient clipping at ``grad_clip`` (DiffAE and InfoDiffusion clip at 1), an optional
-  linear learning-rate warm-up, and an EMA of the weights (``ema_decay``; 0 disables)
-  whose weights are the ones used for encoding and sampling and the ones saved.
+  linear learning-rate warm-up (``warmup_steps``) or InfoDiffusion's schedule
+  (``lr_schedule = "infodiffusion"``: ×2 warm-up over the first epoch, then a cosine decay
+  per epoch, :func:`infodiffusion_lr_factor`), and an EMA of the weights (``ema_decay``; 0
+  disables) whose weights are the ones used for encoding and sampling and the ones saved.
 
 Checkpoints hold the evaluation weights only (the EMA weights when an EMA is kept), not
 the optimiser state: a saved adapter evaluates, it does not resume training.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -47,6 +50,23 @@ from bench.diffusion.latent_mlp import LatentMLP
 from bench.diffusion.unet import LAYOUTS, UNet
 
 SAMPLERS = ("ddim", "ddpm")
+LR_SCHEDULES = ("constant", "infodiffusion")
+
+
+def infodiffusion_lr_factor(step: int, steps_per_epoch: int, epochs: int) -> float:
+    """The learning-rate factor of InfoDiffusion's ``run.py`` (dev branch) during optimiser step ``step`` (0-based).
+
+    ``GradualWarmupScheduler(multiplier=2, warm_epoch=1)`` followed by
+    ``CosineAnnealingLR(T_max=epochs, eta_min=0)``, both stepped once per epoch: epoch 0 runs
+    at the base rate, epoch 1 at twice it, and epoch e ≥ 2 at 2 · (1 + cos(π (e − 2) / epochs)) / 2
+    (the cosine starts from the doubled rate when the warm-up hands over, one epoch late).
+    """
+    epoch = step // steps_per_epoch
+    if epoch == 0:
+        return 1.0
+    if epoch == 1:
+        return 2.0
+    return 1.0 + math.cos(math.pi * (epoch - 2) / epochs)
 
 #: hyperparameters shared by every diffusion adapter (values: the DDPM ``paper`` preset)
 DIFFUSION_DEFAULTS: dict[str, Any] = {
@@ -71,6 +91,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "steps": 250_000,
     "warmup_steps": 0,
+    "lr_schedule": "constant",
     "grad_clip": 1.0,
     "ema_decay": 0.9999,
     "log_every": 100,
@@ -188,6 +209,10 @@ class DiffusionFamily(Adapter):
         self._check_choice("cond_layout", LAYOUTS)
         self._check_choice("sampler", SAMPLERS)
         self._check_choice("spacing", SPACINGS)
+        self._check_choice("lr_schedule", LR_SCHEDULES)
+        if self.lr_schedule != "constant" and self.warmup_steps:
+            raise ValueError(f"{type(self).__name__}: warmup_steps={self.warmup_steps} applies to lr_schedule='constant' "
+                             f"only; lr_schedule={self.lr_schedule!r} has its own warm-up")
         make_schedule(self.schedule, self.timesteps)  # fails now, not after training, on a bad (schedule, T)
         if not 1 <= self.ddim_steps <= self.timesteps:
             raise ValueError(f"{type(self).__name__}: ddim_steps must be in [1, timesteps={self.timesteps}], got {self.ddim_steps}")
@@ -271,7 +296,12 @@ class DiffusionFamily(Adapter):
             **adamw_kwargs(dev),
         )
         scheduler = None
-        if self.warmup_steps > 0:
+        if self.lr_schedule == "infodiffusion":  # per epoch, an epoch = one pass over the training set
+            per_epoch = max(1, math.ceil(len(data) / self.batch_size))
+            epochs = max(1, math.ceil(self.steps / per_epoch))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: infodiffusion_lr_factor(s, per_epoch, epochs))
+        elif self.warmup_steps > 0:
             warm = self.warmup_steps
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
         if self.ema_decay > 0:

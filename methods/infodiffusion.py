@@ -53,8 +53,10 @@ weight decay 1e-5, gradient clipping 1, batch 32, ≈ 50 epochs of CelebA's 162,
 reference's ``LatentUNet``, 10 layers of width 4·32, dropout 0.1, trained with the MSE
 ε-loss on the image schedule.
 
-Deviations: the reference's learning-rate warm-up (×2 over the first epoch) and cosine
-decay per epoch are not used (constant lr); its extra reconstruction term
+The learning rate follows the reference's schedule (``lr_schedule = "infodiffusion"``: ×2
+warm-up over the first epoch, then cosine decay per epoch, ``run.py``).
+
+Deviations: its extra reconstruction term
 ‖x̂_0 − x_0‖²/T (computed from the ε̂ of a random t as if it were the first step) is
 dropped; q(z|x_0) has the encoder output as its mean and one linear head for log σ²
 (the reference has two heads on top of the features, and decodes the features themselves
@@ -93,6 +95,7 @@ INFODIFFUSION_DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "steps": 254_000,
     "ema_decay": 0.0,
+    "lr_schedule": "infodiffusion",
     "ddim_steps": 100,
     # latent DDPM ("w/ learned latent"): the reference's LatentUNet
     "latent_hidden": 128,
@@ -116,7 +119,8 @@ INFODIFFUSION_DEFAULTS: dict[str, Any] = {
 }
 
 #: CPU-test sizes; like every tiny preset it uses the "joint" layout and the half-UNet encoder (cheaper)
-TINY_INFODIFFUSION: dict[str, Any] = {**TINY_AUTOENCODER, "latent_dropout": 0.0, "latent_ddim_steps": 5}
+TINY_INFODIFFUSION: dict[str, Any] = {**TINY_AUTOENCODER, "latent_dropout": 0.0, "latent_ddim_steps": 5,
+                                      "lr_schedule": "constant"}
 
 
 class InfoDiffusion(DiffAE):

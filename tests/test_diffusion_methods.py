@@ -201,3 +201,40 @@ def test_data_pool_and_diverged_training(tiny_data):
     assert len({tuple(img.flatten().tolist()) for img in state.pool}) == 8  # distinct images
     with pytest.raises(DivergedError, match="lower the learning rate"):
         DDPM.from_preset("tiny", lr=1e12, steps=6, log_every=3, grad_clip=0.0).fit(tiny_data, seed=0)
+
+
+def test_infodiffusion_lr_schedule_matches_the_reference_schedulers():
+    """GradualWarmupScheduler(2, 1) + CosineAnnealingLR(T_max=E) of InfoDiffusion's run.py, stepped per epoch."""
+    import math
+
+    from methods.diffusion_base import infodiffusion_lr_factor
+
+    E, per_epoch = 50, 10
+    assert [infodiffusion_lr_factor(s, per_epoch, E) for s in (0, 9)] == [1.0, 1.0]  # epoch 0: the base rate
+    assert [infodiffusion_lr_factor(s, per_epoch, E) for s in (10, 19, 20)] == [2.0, 2.0, 2.0]  # epoch 1, 2
+    assert infodiffusion_lr_factor(30, per_epoch, E) == pytest.approx(1 + math.cos(math.pi / E))  # epoch 3
+    assert infodiffusion_lr_factor(270, per_epoch, E) == pytest.approx(1.0)  # epoch 27: half the doubled rate
+    # the same numbers from torch's own schedulers driven as run.py drives them (chainable cosine form)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=E, eta_min=0)
+    lrs = [1.0, 2.0]
+    opt.param_groups[0]["lr"] = 2.0  # what the warm-up sets for epoch 1 and hands to the cosine
+    cosine.base_lrs = [2.0]
+    for _ in range(2, 12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        cosine.step()
+    assert lrs == pytest.approx([infodiffusion_lr_factor(e * per_epoch, per_epoch, E) for e in range(12)])
+    # and the training loop uses it: epoch = one pass over the data
+    from tests.conftest import TinyBars
+
+    data = TinyBars()
+    model = DDPM.from_preset("tiny", lr_schedule="infodiffusion", lr=1e-3, batch_size=len(data) // 2, steps=6)
+    state = model.setup_training(data, seed=0)
+    seen = []
+    for _ in range(6):
+        seen.append(state.optimizer.param_groups[0]["lr"])
+        model.train_step(state)
+    assert seen == pytest.approx([1e-3, 1e-3, 2e-3, 2e-3, 2e-3, 2e-3])
+    with pytest.raises(ValueError, match="warmup_steps=5 applies to lr_schedule='constant' only"):
+        DDPM.from_preset("tiny", lr_schedule="infodiffusion", warmup_steps=5)
