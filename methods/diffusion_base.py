@@ -19,6 +19,8 @@ Shared training loop (:class:`DiffusionFamily`), written for GPU throughput:
   :class:`~bench.adapter.DivergedError`), only every ``log_every`` steps;
 * on the CPU, convolutions use PyTorch's native kernels instead of oneDNN while an adapter
   method runs (``cpu_native_conv``, see :func:`native_cpu_convolutions`);
+* random horizontal flips of the training images with ``hflip`` (off by default: a flip
+  changes a factor of some factor datasets; bench.toml's CelebA profiles switch it on);
 * gradient clipping at ``grad_clip`` (DiffAE and InfoDiffusion clip at 1), an optional
   linear learning-rate warm-up (``warmup_steps``) or InfoDiffusion's schedule
   (``lr_schedule = "infodiffusion"``: ×2 warm-up over the first epoch, then a cosine decay
@@ -92,6 +94,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "steps": 250_000,
     "warmup_steps": 0,
     "lr_schedule": "constant",
+    "hflip": False,
     "grad_clip": 1.0,
     "ema_decay": 0.9999,
     "log_every": 100,
@@ -321,6 +324,9 @@ class DiffusionFamily(Adapter):
         gen, dev, B = state.generator, state.device, self.batch_size
         idx = torch.randint(0, state.pool.shape[0], (B,), generator=gen, device=dev)
         x0 = self._images_in(state.pool[idx])
+        if self.hflip:  # random horizontal flips (DiffAE, InfoDiffusion and PDAE train CelebA/FFHQ with them)
+            flip = torch.rand((B,), generator=gen, device=dev) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         t = torch.randint(0, self.timesteps, (B,), generator=gen, device=dev)
         noise = torch.randn(x0.shape, generator=gen, device=dev)
         return {"x0": x0, "t": t, "noise": noise}

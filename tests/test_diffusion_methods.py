@@ -238,3 +238,32 @@ def test_infodiffusion_lr_schedule_matches_the_reference_schedulers():
     assert seen == pytest.approx([1e-3, 1e-3, 2e-3, 2e-3, 2e-3, 2e-3])
     with pytest.raises(ValueError, match="warmup_steps=5 applies to lr_schedule='constant' only"):
         DDPM.from_preset("tiny", lr_schedule="infodiffusion", warmup_steps=5)
+
+
+def test_diffae_encoder_has_the_reference_blocks_and_parameter_count():
+    """phizaz/diffae's CelebA-64 encoder (BeatGANsEncoderConfig: ch 64, mult (1,2,4,8,8), attention 16, z 512).
+
+    Built from the reference code it has 19,320,512 parameters; ours has the same blocks (one
+    conv each, no dropout) and lacks only the GroupNorm of the four resampling residual blocks
+    (2 · (64 + 128 + 256 + 512) = 1,920), where it downsamples with a stride-2 conv.
+    """
+    from bench.diffusion.unet import HalfUNetEncoder
+
+    encoder = HalfUNetEncoder(in_channels=3, image_size=64, out_dim=512)
+    assert sum(p.numel() for p in encoder.parameters()) == 19_320_512 - 1_920
+    assert not any(isinstance(m, torch.nn.Dropout) for m in encoder.modules())
+
+
+def test_hflip_flips_about_half_of_the_training_images():
+    from types import SimpleNamespace
+
+    pool = torch.rand((64, 1, 8, 8), generator=torch.Generator().manual_seed(1))  # no image is its own mirror
+    state = SimpleNamespace(generator=torch.Generator().manual_seed(0), device=torch.device("cpu"), pool=pool)
+    plain = DDPM.from_preset("tiny", batch_size=256)
+    flipped = DDPM.from_preset("tiny", batch_size=256, hflip=True)
+    a = plain._draw(state)["x0"]
+    state.generator.manual_seed(0)
+    b = flipped._draw(state)["x0"]
+    same = (a == b).flatten(1).all(1)
+    mirrored = (a.flip(-1) == b).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0.3 < float((~same).float().mean()) < 0.7

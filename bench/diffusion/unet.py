@@ -33,7 +33,9 @@ Encoders (z = Enc(x_0)):
 
 * :class:`HalfUNetEncoder` — DiffAE's semantic encoder (``BeatGANsEncoderModel``, pool
   ``adaptivenonzero``): the down path and middle of a UNet, GroupNorm, SiLU, global
-  average pooling and a 1×1 conv to the code.
+  average pooling and a 1×1 conv to the code. Its blocks are DiffAE's unconditioned ones:
+  GroupNorm, SiLU and *one* 3×3 conv plus the skip, no dropout (``use_condition=False``
+  builds no ``out_layers``).
 * :class:`UNetMapEncoder` — InfoDiffusion's reference ``Encoder``: a full UNet without
   time conditioning that outputs a one-channel map, flattened and mapped linearly (H·W →
   latent) to the code.
@@ -120,15 +122,20 @@ class ResBlock(nn.Module):
         layout: str = "joint",
         attention: bool = False,
         num_heads: int = 1,
+        single_conv: bool = False,
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"ResBlock: layout must be one of {LAYOUTS}, got {layout!r}")
+        if single_conv and (time_dim or cond_dim):
+            raise ValueError("ResBlock: single_conv blocks take no time embedding and no code")
         self.in_layers = nn.Sequential(
             _group_norm(groups, in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
         )
         stages: list[dict[str, tuple[int, bool]]]
-        if layout in ("joint", "joint-shift"):
+        if single_conv:  # DiffAE's unconditioned encoder block: in_layers only (model/blocks.py, use_condition=False)
+            stages = []
+        elif layout in ("joint", "joint-shift"):
             mods: dict[str, tuple[int, bool]] = {}
             if time_dim:
                 mods["t"] = (time_dim, True)
@@ -138,7 +145,8 @@ class ResBlock(nn.Module):
         else:
             stages = ([{"t": (time_dim, True)}] if time_dim else []) + ([{"z": (cond_dim, True)}] if cond_dim else []) + [{}]
         self.stages = nn.ModuleList(_Stage(out_channels, groups, dropout, m) for m in stages)
-        _zero(self.stages[-1].rest[-1])
+        if stages:
+            _zero(self.stages[-1].rest[-1])
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
         self.attention = AttentionBlock(out_channels, groups, num_heads) if attention else None
 
@@ -400,7 +408,7 @@ class HalfUNetEncoder(nn.Module):
         super().__init__()
         check_side(image_size, channel_mult, "HalfUNetEncoder")
         block_kw = dict(time_dim=None, cond_dim=None, dropout=dropout, groups=norm_groups, layout="joint",
-                        num_heads=num_heads)
+                        num_heads=num_heads, single_conv=True)
         self.down = _DownPath(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
                               attention_resolutions, block_kw)
         ch = self.down.out_channels
