@@ -261,6 +261,7 @@ def test_hflip_flips_about_half_of_the_training_images():
     state = SimpleNamespace(generator=torch.Generator().manual_seed(0), device=torch.device("cpu"), pool=pool)
     plain = DDPM.from_preset("tiny", batch_size=256)
     flipped = DDPM.from_preset("tiny", batch_size=256, hflip=True)
+    plain.device_ = flipped.device_ = torch.device("cpu")
     a = plain._draw(state)["x0"]
     state.generator.manual_seed(0)
     b = flipped._draw(state)["x0"]
