@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
-Range = str | tuple[str, ...]
+Range = str | tuple[str, ...] | Callable[[Any], object]  # a callable raises ValueError on a bad value
 
 _BOUND = re.compile(r"^(>=|>|<=|<)\s*(-?[\d.e+-]+|inf)$")
 _INTERVAL = re.compile(r"^([\[(])\s*(-?[\d.e+-]+|-inf)\s*,\s*(-?[\d.e+-]+|inf)\s*([\])])$")
@@ -26,6 +26,8 @@ _INTERVAL = re.compile(r"^([\[(])\s*(-?[\d.e+-]+|-inf)\s*,\s*(-?[\d.e+-]+|inf)\s
 
 def describe(spec: Range) -> str:
     """The accepted range in words, for messages."""
+    if callable(spec):
+        return (spec.__doc__ or spec.__name__).strip().splitlines()[0]
     if isinstance(spec, tuple):
         return "one of " + ", ".join(repr(s) for s in spec)
     return spec if not spec.startswith("each") else f"every element {spec[4:].strip()}"
@@ -48,6 +50,12 @@ def _within(value: float, spec: str) -> bool:
 def check_range(owner: str, key: str, value: Any, spec: Range) -> None:
     """Raise ``ValueError`` naming ``owner``, ``key``, ``value`` and ``spec`` when ``value`` is outside it."""
     if value is None:
+        return
+    if callable(spec):  # a checker that raises ValueError with its own explanation
+        try:
+            spec(value)
+        except ValueError as exc:
+            raise ValueError(f"{owner}: {key} = {value!r}: {exc}") from None
         return
     if isinstance(spec, tuple):
         ok = value in spec

@@ -535,6 +535,12 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
         return [_row(base, name, float("nan"), SKIPPED, f"method does not declare {capability!r}", params)]
     call_params = dict(params)
     fn = getattr(adapter, uses)
+    protocol = call_params.get("sampler", "model") if uses == "sample" else "model"
+    if protocol != "model":
+        if not hasattr(adapter, "using_sampler"):
+            return [_row(base, name, float("nan"), SKIPPED, f"method has no sampling protocols (asked for {protocol!r})",
+                         params)]
+        fn = _protocol_sampler(adapter, protocol)
     if call_params.pop("representation", "mean") == "sampled":
         if "stochastic_encode" not in adapter.capabilities:
             return [_row(base, name, float("nan"), SKIPPED, "sampled codes need a stochastic encoder", params)]
@@ -574,6 +580,16 @@ def _unit_encoder(encode, adapter, dataset, seed: int, limit: int = UNIT_FIT_SAM
     codes = np.concatenate([np.asarray(encode(dataset.images(idx[i:i + chunk]))) for i in range(0, n, chunk)])
     reducer = fit_unit_reducer(codes.reshape(n, units, unit_dim))
     return lambda x: reducer.transform(np.asarray(encode(x)).reshape(len(x), units, unit_dim)).astype(np.float32)
+
+
+def _protocol_sampler(adapter, protocol: str):
+    """``adapter.sample`` with the named sampling protocol (FID's ``sampler``)."""
+
+    def sample(n: int, *, seed: int = 0):
+        with adapter.using_sampler(protocol):
+            return adapter.sample(n, seed=seed)
+
+    return sample
 
 
 def _sampled_encoder(adapter, seed: int):

@@ -46,9 +46,12 @@ from tqdm.auto import tqdm
 
 from bench.adapter import Adapter, DivergedError, as_images, resolve_device, seed_everything
 from bench.diffusion.ema import EMA
-from bench.diffusion.samplers import SPACINGS, DDIMSampler, DDPMSampler, Denoiser, ddim_invert, epsilon_loss, sample_loop
+from bench.diffusion.samplers import (
+    SPACINGS, DDIMSampler, DDPMSampler, Denoiser, ddim_invert, epsilon_loss, sample_loop,
+)
 from bench.diffusion.schedules import SCHEDULES, make_schedule
 from bench.diffusion.latent_mlp import LatentMLP
+from bench.diffusion.protocols import parse_sampling_protocol
 from bench.diffusion.unet import LAYOUTS, UNet
 
 SAMPLERS = ("ddim", "ddpm")
@@ -422,6 +425,30 @@ class DiffusionFamily(Adapter):
         """DDIM inversion x_0 → x_T of images ``x`` (conditioned on codes ``z``), on the device."""
         x0 = self._images_in(torch.from_numpy(x).to(self.device_))
         return ddim_invert(self._denoiser(z), self._ddim(), x0)
+
+    @contextlib.contextmanager
+    def using_sampler(self, protocol: str) -> Iterator[None]:
+        """Inside, :meth:`sample` uses the named protocol (see
+        :func:`bench.diffusion.samplers.parse_sampling_protocol`) instead of the configured sampler."""
+        parsed = parse_sampling_protocol(protocol)
+        if parsed is None:
+            yield
+            return
+        kind, steps = parsed
+        if steps > self.timesteps:
+            raise ValueError(f"{type(self).__name__}: sampling protocol {protocol!r} asks for {steps} steps, "
+                             f"more than the model's timesteps={self.timesteps}")
+        over = {"sampler": kind, "ddim_steps": steps, **({"ddim_eta": 0.0} if kind == "ddim" else {})}
+        self._check_sampler_override(over)
+        saved = {k: self._params[k] for k in over}
+        self._params.update(over)
+        try:
+            yield
+        finally:
+            self._params.update(saved)
+
+    def _check_sampler_override(self, over: dict[str, Any]) -> None:
+        """Hook: an adapter that supports fewer samplers says so (PDAE samples with DDIM only)."""
 
     @torch.no_grad()
     @native_convs

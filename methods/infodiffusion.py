@@ -61,7 +61,9 @@ Deviations: its extra reconstruction term
 dropped; q(z|x_0) has the encoder output as its mean and one linear head for log σ²
 (the reference has two heads on top of the features, and decodes the features themselves
 when the encoder is deterministic, which is what we do); images are sampled with 100
-DDIM steps (the reference uses all 1000 with η = 0.01).
+DDIM steps. The reference's FID images come from its 1000-step ancestral DDPM loop (its DDIM
+path with η = 0.01 is used only with ``--deterministic``, which no FID command passes): the
+FID metric's ``sampler = "ancestral-1000"`` reproduces that protocol.
 """
 
 from __future__ import annotations

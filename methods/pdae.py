@@ -176,6 +176,11 @@ class PDAE(AutoencodingDiffusion):
             raise ValueError(f"{type(self).__name__}: inversion_steps must be in [0, timesteps={self.timesteps}] "
                              f"(0 = ddim_steps), got {self.inversion_steps}")
 
+    def _check_sampler_override(self, over: dict[str, Any]) -> None:
+        if over["sampler"] != "ddim":
+            raise ValueError(f"{type(self).__name__} samples with shifted DDIM only (the reference); "
+                             f"use a 'ddim-N' sampling protocol")
+
     # -- the frozen DPM ----------------------------------------------------------------
     def fit(self, data, *, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
             components: dict[str, Any] | None = None) -> "PDAE":

@@ -268,3 +268,41 @@ def test_hflip_flips_about_half_of_the_training_images():
     same = (a == b).flatten(1).all(1)
     mirrored = (a.flip(-1) == b).flatten(1).all(1)
     assert bool((same | mirrored).all()) and 0.3 < float((~same).float().mean()) < 0.7
+
+
+def test_named_sampling_protocols_for_fid():
+    from bench.diffusion.protocols import parse_sampling_protocol
+    from tests.conftest import TinyBars
+
+    assert parse_sampling_protocol("model") is None
+    assert parse_sampling_protocol("ancestral-1000") == ("ddpm", 1000)
+    assert parse_sampling_protocol("ddim-20") == ("ddim", 20)
+    with pytest.raises(ValueError, match="unknown sampling protocol 'ddim'"):
+        parse_sampling_protocol("ddim")
+    data = TinyBars()
+    model = DDPM.from_preset("tiny", steps=4, log_every=2).fit(data, seed=0)
+    with model.using_sampler("ancestral-50"):
+        assert (model.sampler, model.ddim_steps) == ("ddpm", 50)
+        ancestral = model.sample(2, seed=1)
+    assert (model.sampler, model.ddim_steps) == ("ddim", 5)  # restored
+    reference = DDPM(**{**model.get_params(), "sampler": "ddpm", "ddim_steps": 50})
+    reference.__dict__.update({k: v for k, v in model.__dict__.items() if k != "_params"})
+    np.testing.assert_array_equal(ancestral, reference.sample(2, seed=1))
+    from bench.runner import _protocol_sampler  # what the runner hands to fid for metric_params.fid.sampler
+
+    np.testing.assert_array_equal(_protocol_sampler(model, "ancestral-50")(2, seed=1), ancestral)
+    with pytest.raises(ValueError, match="more than the model's timesteps=50"):
+        with model.using_sampler("ancestral-1000"):
+            pass
+
+
+def test_fid_sampler_is_checked_when_bench_toml_is_read(tmp_path):
+    from bench.config import ConfigError, load_config
+
+    path = tmp_path / "bench.toml"
+    path.write_text('[profiles.p]\nmethods = ["ddpm"]\ndatasets = ["tiny-bars"]\nmetrics = ["fid"]\nseeds = [0]\n'
+                    '[profiles.p.metric_params.fid]\nsampler = "ancestral"\n')
+    import tests.plugin_stages  # noqa: F401  (registers tiny-bars)
+
+    with pytest.raises(ConfigError, match="fid.sampler: .*'ancestral': unknown sampling protocol 'ancestral'; expected 'model', 'ancestral-N'"):
+        load_config(path).profile("p")

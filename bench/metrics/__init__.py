@@ -27,6 +27,7 @@ The pure array functions (``*_from_codes``) live beside the registered wrappers 
 This module only holds registration lines; the implementations are imported lazily.
 """
 
+from bench.diffusion.protocols import parse_sampling_protocol
 from bench.registry import METRICS
 
 
@@ -100,7 +101,8 @@ METRICS.register(
     uses="sample",
     requires=None,
     outputs=("fid",),
-    ranges={"num_samples": ">= 2", "sample_batch_size": ">= 1", "num_reference": ">= 2", "reference_seed": ">= 0", "batch_size": ">= 1"},
+    ranges={"num_samples": ">= 2", "sample_batch_size": ">= 1", "num_reference": ">= 2", "reference_seed": ">= 0", "batch_size": ">= 1",
+            "sampler": parse_sampling_protocol},
 )
 METRICS.register(
     "betavae",

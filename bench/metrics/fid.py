@@ -626,12 +626,21 @@ def fid(
     batch_size: int = 100,
     device: str = "auto",
     quantize: bool = True,
+    sampler: str = "model",
 ) -> dict[str, float]:
     """FID of a generative model's samples against ``dataset`` with the standard Inception.
+
+    ``sampler`` names the sampling protocol of the images (``"model"``: the adapter's own
+    setting; ``"ancestral-1000"``: 1000-step ancestral DDPM, InfoDiffusion's and DiffAE's FID
+    protocol; ``"ddim-N"``). The runner applies it to the adapter (``using_sampler``) before
+    ``sample`` reaches this function; here the name is only checked, before any work.
 
     Raises:
         FIDUnavailableError: no Inception weights on this machine (see the module docstring).
     """
+    from bench.diffusion.protocols import parse_sampling_protocol
+
+    parse_sampling_protocol(sampler)
     model = load_inception(weights)
     resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     return fid_with_extractor(
