@@ -12,12 +12,20 @@ against ("latent variables x_T", isjakewong/InfoDiffusion README) and what PDAE/
 start from. ``reconstruct`` inverts and samples back; ``decode`` is not declared (a
 traversal over C·H·W pixel-shaped latents would mean nothing).
 
-Presets: ``paper`` is the vanilla diffusion model of InfoDiffusion's reference code at
-64×64 (isjakewong/InfoDiffusion, dev branch, ``models.py: Diff``/``UNet``, ``run_diff.sh``:
-base channels 64, multipliers [1, 2, 4, 8], attention at 16×16, 2 residual blocks of three
-convs, dropout 0.1, T = 1000 with β linear 1e-5 → 1e-2, AdamW lr 1e-4 weight decay 1e-5,
-gradient clipping 1, batch 128), the model two-phase sampling starts from. ``tiny`` (CPU tests) is a
-~45k-parameter net (base 8 channels, two levels, one block each, no attention) with T = 50.
+Presets, named for what they are:
+
+* ``paper`` — InfoDiffusion's vanilla network (isjakewong/InfoDiffusion, dev branch,
+  ``models.py: Diff``/``UNet``: base channels 64, multipliers [1, 2, 4, 8], attention at
+  16×16, 2 residual blocks of three convs, dropout 0.1, T = 1000 with β linear 1e-5 → 1e-2,
+  AdamW lr 1e-4 weight decay 1e-5, gradient clipping 1) trained as DDPM trains (Ho et al.
+  2020, App. B: 250,000 steps at batch 128, EMA 0.9999) — *not* how InfoDiffusion trains it;
+* ``infodiffusion-vanilla`` — the same network trained as InfoDiffusion's ``run_diff.sh``
+  does (``--epochs 50 --batch_size 128``): 63,600 steps at batch 128 (50 epochs of CelebA's
+  162,770 training images, 1,272 batches each), no EMA,
+  the reference's learning-rate schedule (``lr_schedule = "infodiffusion"``) — the model its
+  two-phase sampling and its prior-sampled FID rows come from;
+* ``tiny`` (CPU tests) — a ~45k-parameter net (base 8 channels, two levels, one block each,
+  no attention) with T = 50.
 """
 
 from __future__ import annotations
@@ -35,7 +43,11 @@ from methods.diffusion_base import TINY_NET, DiffusionFamily, native_convs
 class DDPM(DiffusionFamily):
     """Vanilla DDPM (Ho et al. 2020); codes are DDIM-inverted x_T (see the module docstring)."""
 
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_NET), "paper": {}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(TINY_NET),
+        "paper": {},
+        "infodiffusion-vanilla": {"batch_size": 128, "steps": 63_600, "ema_decay": 0.0, "lr_schedule": "infodiffusion"},
+    }
     capabilities = frozenset({"reconstruct"})
 
     @property
