@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from bench.adapter import NotFittedError
-from bench.diffusion.samplers import sample_loop
 from methods.diffusion_base import TINY_NET, DiffusionFamily, native_convs
 
 
@@ -65,14 +64,3 @@ class DDPM(DiffusionFamily):
         x = self._images(x)
         out = [self._invert(x[part]).flatten(1).cpu().numpy() for part in self._chunks(len(x))]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.code_dim), np.float32)
-
-    @torch.no_grad()
-    @native_convs
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """DDIM inversion to x_T, then deterministic DDIM sampling back to x_0."""
-        x = self._images(x)
-        out = []
-        for part in self._chunks(len(x)):
-            x0 = sample_loop(self._denoiser(), self._ddim(clip=True), self._invert(x[part]))
-            out.append(self._to_numpy_images(x0))
-        return np.concatenate(out)

@@ -450,6 +450,22 @@ class DiffusionFamily(Adapter):
     def _check_sampler_override(self, over: dict[str, Any]) -> None:
         """Hook: an adapter that supports fewer samplers says so (PDAE samples with DDIM only)."""
 
+    def _reconstruction_codes(self, x: np.ndarray) -> torch.Tensor | None:
+        """The code a reconstruction is conditioned on (None: no encoder)."""
+        return None
+
+    @torch.no_grad()
+    @native_convs
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """DDIM inversion x_0 → x_T (conditioned on the image's code z where there is one), then DDIM back to x_0."""
+        x = self._images(x)
+        out = []
+        for part in self._chunks(len(x)):
+            z = self._reconstruction_codes(x[part])
+            x_T = self._invert(x[part], z)
+            out.append(self._to_numpy_images(sample_loop(self._denoiser(z), self._ddim(clip=True), x_T)))
+        return np.concatenate(out)
+
     @torch.no_grad()
     @native_convs
     def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
@@ -642,17 +658,9 @@ class AutoencodingDiffusion(DiffusionFamily):
         x_T = self._x_T(1, generator).expand(len(z), *self.input_shape)
         return self._render(torch.from_numpy(z), x_T, generator, self._denoiser)
 
-    @torch.no_grad()
-    @native_convs
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """z = Enc(x_0); x_T = DDIM-inversion(x_0 | z); x̂_0 = DDIM(x_T | z) (Preechakul et al. 2022, §3.1)."""
-        x = self._images(x)
-        out = []
-        for part in self._chunks(len(x)):
-            z = self._codes(x[part])
-            x_T = self._invert(x[part], z)
-            out.append(self._to_numpy_images(sample_loop(self._denoiser(z), self._ddim(clip=True), x_T)))
-        return np.concatenate(out)
+    def _reconstruction_codes(self, x: np.ndarray) -> torch.Tensor:
+        """z = Enc(x_0): reconstruction inverts and decodes conditioned on it (Preechakul et al. 2022, §3.1)."""
+        return self._codes(x)
 
     @torch.no_grad()
     def _latent_samples(self, n: int, generator: torch.Generator) -> torch.Tensor:
