@@ -424,7 +424,11 @@ class DiffusionFamily(Adapter):
     def _invert(self, x: np.ndarray, z: torch.Tensor | None = None) -> torch.Tensor:
         """DDIM inversion x_0 → x_T of images ``x`` (conditioned on codes ``z``), on the device."""
         x0 = self._images_in(torch.from_numpy(x).to(self.device_))
-        return ddim_invert(self._denoiser(z), self._ddim(), x0)
+        return ddim_invert(self._denoiser(z), self._ddim(self._inversion_steps()), x0)
+
+    def _inversion_steps(self) -> int | None:
+        """DDIM steps of the inversion (None: ``ddim_steps``)."""
+        return None
 
     @contextlib.contextmanager
     def using_sampler(self, protocol: str) -> Iterator[None]:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.diffusion.encoders import DisDiffEncoder
-from bench.diffusion.samplers import q_sample
+from bench.diffusion.samplers import predict_x0, q_sample
 from bench.diffusion.unet import ShiftDecoder
 from methods.diffusion_base import TrainState
 from methods.pdae import PDAE, PDAE_DEFAULTS, PDAE_RANGES, TINY_PDAE
@@ -179,10 +179,9 @@ class DisDiff(PDAE):
         with torch.no_grad():  # the frozen encoder copy of this step
             torch._foreach_copy_(list(self.frozen_encoder_.parameters()), [p.detach() for p in self.encoder_.parameters()])
             torch._foreach_copy_(list(self.frozen_encoder_.buffers()), list(self.encoder_.buffers()))
-        a = self.schedule_.gather("sqrt_alphas_cumprod", t, x_t.ndim)
         s = self.schedule_.gather("sqrt_one_minus_alphas_cumprod", t, x_t.ndim)
-        x0_hat = (x_t.float() - s * eps) / a
-        x0_unit = (x_t.float() - s * (eps - s * chosen)) / a
+        x0_hat = predict_x0(self.schedule_, x_t, eps, t)
+        x0_unit = predict_x0(self.schedule_, x_t, eps - s * chosen, t)  # ε − √(1 − ᾱ_t) G_c (``ddim_coef``)
         B = z.shape[0]
         with torch.no_grad():
             z_hat = self.frozen_encoder_(x0_hat).float().reshape(B, self.num_units, self.unit_dim)

@@ -49,13 +49,12 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench.adapter import Component
 from bench.diffusion.encoders import PDAEEncoder
-from bench.diffusion.samplers import Denoiser, ddim_invert, q_sample
+from bench.diffusion.samplers import Denoiser, q_sample
 from bench.diffusion.schedules import NoiseSchedule, make_schedule
 from bench.diffusion.unet import ShiftDecoder
 from methods.diffusion_base import (
@@ -238,13 +237,12 @@ class PDAE(AutoencodingDiffusion):
         return self
 
     def _table(self, name: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        """c_t (``"shift_coef"``), w_t (``"weight"``) or √(1 − ᾱ_t) (``"guidance"``) at ``t``, shaped (B, 1, …)."""
+        """c_t (``"shift_coef"``) or w_t (``"weight"``) at ``t``, shaped (B, 1, …), cached per device."""
         key = (name, str(t.device))
         table = self._tables.get(key)
         if table is None:
             values = {"shift_coef": lambda: shift_coefficient(self.schedule_),
-                      "weight": lambda: snr_weight(self.schedule_, self.weight_gamma),
-                      "guidance": lambda: self.schedule_.sqrt_one_minus_alphas_cumprod}[name]()
+                      "weight": lambda: snr_weight(self.schedule_, self.weight_gamma)}[name]()
             table = self._tables[key] = values.to(device=t.device, dtype=torch.float32)
         return table[t].reshape(-1, *([1] * (ndim - 1)))
 
@@ -281,19 +279,17 @@ class PDAE(AutoencodingDiffusion):
     # -- inference ---------------------------------------------------------------------
     def _denoiser(self, z: torch.Tensor | None = None, shift_from: int | None = None) -> Denoiser:
         """ε_θ(x_t, t) − √(1 − ᾱ_t) G(x_t, z, t); unshifted without ``z`` or for t < ``shift_from``."""
-        unet = self.unet_
         channels_last = self._use_channels_last()
 
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._amp():
-                h, skips, conds = unet.features(x, t)
-                out = unet.decode_features(h, skips, conds).float()
+                out, h, skips, temb = self._frozen_pass(x, t)
                 if z is None or (shift_from is not None and int(t[0]) < shift_from):
                     return out
-                gradient = self._gradient(h, skips, conds["t"], z, evaluation=True)
-            return out - self._table("guidance", t, out.ndim) * gradient
+                gradient = self._gradient(h, skips, temb, z, evaluation=True)
+            return out - self.schedule_.gather("sqrt_one_minus_alphas_cumprod", t, out.ndim) * gradient
 
         return eps
 
@@ -305,8 +301,6 @@ class PDAE(AutoencodingDiffusion):
             return self._denoiser(None)
         return self._denoiser(z, shift_from=steps[len(steps) - 1 - stop] if stop else None)
 
-    @torch.no_grad()
-    def _invert(self, x: np.ndarray, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Shifted DDIM inversion x_0 → x_T with ``inversion_steps`` steps (0 = ``ddim_steps``)."""
-        x0 = self._images_in(torch.from_numpy(x).to(self.device_))
-        return ddim_invert(self._denoiser(z), self._ddim(self.inversion_steps or None), x0)
+    def _inversion_steps(self) -> int | None:
+        """Shifted DDIM inversion takes ``inversion_steps`` steps (0 = ``ddim_steps``; the reference: 1000)."""
+        return self.inversion_steps or None
