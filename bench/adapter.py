@@ -10,10 +10,14 @@ Every method in ``methods/`` subclasses :class:`Adapter`:
   ``stochastic=True`` where the capability is declared); an adapter declaring
   ``"stochastic_encode"`` also has ``encode_posterior(x) -> (mean, logvar)``, the diagonal
   Gaussian q(z|x) (UDR's per-latent KL filter reads it);
-* ``sample(n) -> images`` in [0, 1];
+* ``sample(n) -> images`` in [0, 1] for a generative method, which declares ``"sample"``;
+  a method that cannot generate (SimCLR) does not declare it and inherits a ``sample`` that
+  raises :class:`NotGenerativeError` naming the method; the runner then records FID as
+  ``skipped`` with the reason and draws no samples panel;
 * optional capabilities are *declared* in ``capabilities`` and never guessed:
-  ``"decode"``, ``"reconstruct"``, ``"stochastic_encode"``, ``"latent_units"``
-  (multi-dimensional latent units; then ``latent_unit_dim`` > 1), ``"time_conditioned"``;
+  ``"sample"``, ``"decode"``, ``"reconstruct"``, ``"stochastic_encode"``, ``"latent_units"``
+  (multi-dimensional latent units; then ``latent_unit_dim`` > 1), ``"time_conditioned"``
+  (``encode(x, t=...)`` gives a code per diffusion time t ∈ [0, 1]);
 * ``save(path)`` / ``load(path)`` round-trip a fitted adapter; checkpoints are loaded
   with ``torch.load(..., weights_only=True)``.
 """
@@ -33,7 +37,7 @@ import torch
 from bench.params import Range, check_range, check_type
 from bench.registry import did_you_mean
 
-CAPABILITIES = frozenset({"decode", "reconstruct", "stochastic_encode", "latent_units", "time_conditioned"})
+CAPABILITIES = frozenset({"sample", "decode", "reconstruct", "stochastic_encode", "latent_units", "time_conditioned"})
 
 
 SHARES = ("dataset", "seed")
@@ -51,13 +55,19 @@ class Component:
       dependant's hyperparameters returning one (e.g. the DPM's width from the dependant's);
     * ``preset``: the component's preset (default: the profile's preset);
     * ``share``: ``"dataset"`` — one component per dataset, trained with seed 0, shared by
-      every seed of every dependant that asks for the same one; ``"seed"`` — one per seed.
+      every seed of every dependant that asks for the same one; ``"seed"`` — one per seed;
+    * ``when``: a function of the dependant's hyperparameters saying whether it needs the
+      component at all (pixel-space EncDiff needs no first stage); default: always.
     """
 
     method: str
     params: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] = field(default_factory=dict)
     preset: str | None = None
     share: str = "dataset"
+    when: Callable[[dict[str, Any]], bool] | None = None
+
+    def needed(self, dependant_params: dict[str, Any]) -> bool:
+        return True if self.when is None else bool(self.when(dependant_params))
 
     def __post_init__(self) -> None:
         if self.share not in SHARES:
@@ -69,6 +79,10 @@ class Component:
 
 class NotFittedError(RuntimeError):
     """Raised when an adapter is used before :meth:`Adapter.fit` (or :meth:`Adapter.load`)."""
+
+
+class NotGenerativeError(TypeError):
+    """``sample`` of a method that does not declare the ``"sample"`` capability."""
 
 
 class DivergedError(RuntimeError):
@@ -89,6 +103,10 @@ class Adapter(abc.ABC):
     ranges: ClassVar[dict[str, Range]] = {}
     #: components trained by the runner and handed to ``fit`` (see :class:`Component`)
     components: ClassVar[dict[str, "Component"]] = {}
+    #: hyperparameters added after models were stored, each with the value (its default) that keeps
+    #: the earlier behaviour: a model's identity leaves such a key out while it holds that value,
+    #: so adding an option does not retrain the models stored before it (see :meth:`identity_params`)
+    added_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
         self._params = self.check_params(params)
@@ -111,6 +129,16 @@ class Adapter(abc.ABC):
         for key, spec in cls.ranges.items():
             check_range(cls.__name__, f"hyperparameter {key!r}", merged.get(key), spec)
         return merged
+
+    @classmethod
+    def identity_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` without the :attr:`added_params` that hold their earlier-behaviour value.
+
+        What a model stage hashes (:attr:`bench.stages.ModelStage.omitted` names the rest);
+        constructing the adapter from it restores the defaults, so it is the same model.
+        """
+        return {k: v for k, v in params.items()
+                if not (k in cls.added_params and v == cls.added_params[k] == cls.defaults.get(k))}
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", **overrides: Any) -> "Adapter":
@@ -141,9 +169,10 @@ class Adapter(abc.ABC):
     def encode(self, x: np.ndarray, *, stochastic: bool = False, seed: int | None = None) -> np.ndarray:
         """Codes (N, D) float32 for images ``x`` (N, C, H, W) in [0, 1]."""
 
-    @abc.abstractmethod
     def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
-        """``n`` generated images (n, C, H, W) float32 in [0, 1]."""
+        """``n`` generated images (n, C, H, W) float32 in [0, 1] (methods declaring ``"sample"``)."""
+        raise NotGenerativeError(f"{type(self).__name__} cannot generate images: it does not declare the 'sample' "
+                                 "capability (it learns a representation only)")
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Images for codes ``z`` (capability ``"decode"``)."""

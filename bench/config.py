@@ -10,6 +10,7 @@ Layout::
     datasets = ["dsprites-procedural-32"]
     seeds    = [0, 1]
     preset   = "tiny"                  # every method's named preset
+    presets  = { ae = "infodiffusion" }  # ... or another one for some methods
     metrics  = ["factorvae", "dci"]
     device   = "auto"                  # auto | cpu | cuda | cuda:N
     results  = "results"               # output folder, relative to bench.toml
@@ -69,6 +70,7 @@ _PROFILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "datasets": list,
     "seeds": list,
     "preset": str,
+    "presets": dict,
     "metrics": list,
     "device": str,
     "results": str,
@@ -122,22 +124,29 @@ class Profile:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: dict[str, dict[str, list]] = field(default_factory=dict)
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: method -> preset, for the methods that do not use ``preset``
+    method_presets: dict[str, str] = field(default_factory=dict)
     #: validated [executor.slurm] settings (the top-level table under the profile's own)
     slurm: dict[str, Any] = field(default_factory=dict)
+
+    def preset_of(self, method: str) -> str:
+        """The named preset ``method`` starts from in this profile."""
+        return self.method_presets.get(method, self.preset)
 
     def cells(self) -> list[Cell]:
         """The grid: methods × datasets × sweep values × seeds, in a stable order."""
         out = []
         for method in self.methods:
             cls = registry.methods().load(method)
-            base = {**cls.presets[self.preset], **self.overrides.get("*", {}), **self.overrides.get(method, {})}
+            preset = self.preset_of(method)
+            base = {**cls.presets[preset], **self.overrides.get("*", {}), **self.overrides.get(method, {})}
             axes = self.sweep.get(method, {})
             for combo in itertools.product(*axes.values()):
                 params = cls.check_params({**base, **dict(zip(axes.keys(), combo))})
                 for dataset in self.datasets:
                     for seed in self.seeds:
                         metrics = {m: copy.deepcopy(self.metric_params.get(m, {})) for m in self.metrics}
-                        out.append(Cell(method, dataset, seed, self.preset, params, metrics, len(self.seeds)))
+                        out.append(Cell(method, dataset, seed, preset, params, metrics, len(self.seeds)))
         return out
 
 
@@ -206,11 +215,19 @@ def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] |
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{path}: {where}.seeds has duplicates: {seeds!r}")
     preset = body.get("preset", "tiny")
+    method_presets = body.get("presets", {})
+    for m in method_presets:
+        if m not in methods:
+            raise ConfigError(f"{path}: {where}.presets.{m}: method {m!r} is not in {where}.methods {methods}")
+        if not isinstance(method_presets[m], str):
+            raise ConfigError(f"{path}: {where}.presets.{m} must be a preset name (a string), "
+                              f"got {method_presets[m]!r}")
     for m in methods:
         cls = registry.methods().load(m)
-        if preset not in cls.presets:
+        mpreset, key = (method_presets[m], f"presets.{m}") if m in method_presets else (preset, "preset")
+        if mpreset not in cls.presets:
             raise ConfigError(
-                f"{path}: {where}.preset = {preset!r}: method {m!r} has no such preset{did_you_mean(preset, list(cls.presets))}; "
+                f"{path}: {where}.{key} = {mpreset!r}: method {m!r} has no such preset{did_you_mean(mpreset, list(cls.presets))}; "
                 f"it has {', '.join(cls.presets)}"
             )
     device = body.get("device", "auto")
@@ -243,7 +260,7 @@ def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] |
     return Profile(
         name=name, methods=methods, datasets=datasets, seeds=list(seeds), preset=preset, metrics=metrics,
         device=device, results=body.get("results", "results"), description=body.get("description", ""),
-        overrides=overrides, sweep=sweep, metric_params=metric_params,
+        overrides=overrides, sweep=sweep, metric_params=metric_params, method_presets=dict(method_presets),
         slurm={**(top_slurm or {}), **_parse_executor(body.get("executor", {}), path, f"{where}.executor")},
     )
 

@@ -4,7 +4,8 @@ A stage's id is a hash of exactly what determines its output (DESIGN.md, "Identi
 
 * a **model** (also a *component* when another adapter trains on it): method, method
   version, dataset, dataset version, seed, the full hyperparameters, and the ids of the
-  components it was trained on;
+  components it was trained on (an option added to a method later is left out while it
+  holds the value that keeps the earlier behaviour, ``Adapter.added_params``);
 * an **evaluation**: the model id, the metric, its parameters, the representation scored
   and the metric version;
 * a **group** (a ``scope="seeds"`` metric such as UDR): the metric, its parameters and
@@ -52,12 +53,19 @@ class ModelStage:
     components: dict[str, str] = field(default_factory=dict)  # component name -> its model stage id
     role: str = "model"  # "model": a grid point; "component": trained for others only
     n_seeds_planned: int = 1
+    #: hyperparameters left out of the identity: options added later, at the value that keeps the
+    #: earlier behaviour (``Adapter.added_params``), so models stored before them stay valid
+    omitted: tuple[str, ...] = ()
     kind = "model"
+
+    @property
+    def identity_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if k not in self.omitted}
 
     def identity(self) -> dict[str, Any]:
         return {
             "method": self.method, "method_version": self.method_version, "dataset": self.dataset,
-            "dataset_version": self.dataset_version, "seed": self.seed, "params": self.params,
+            "dataset_version": self.dataset_version, "seed": self.seed, "params": self.identity_params,
             "components": self.components,
         }
 
@@ -219,6 +227,8 @@ def plan(profile: Profile, *, shard: tuple[int, int] = (0, 1)) -> Plan:
         cls = registry.methods().load(method)
         comps: dict[str, str] = {}
         for name, spec in cls.components.items():
+            if not spec.needed(params):
+                continue
             ccls = registry.methods().load(spec.method)
             cpreset = spec.preset or preset
             if cpreset not in ccls.presets:
@@ -231,7 +241,9 @@ def plan(profile: Profile, *, shard: tuple[int, int] = (0, 1)) -> Plan:
             cseed = 0 if spec.share == "dataset" else seed
             comp = model_stage(spec.method, dataset, cseed, cpreset, cparams, "component", 1, where)
             comps[name] = comp.id
-        stage = ModelStage(method, str(cls.version), dataset, dversion(dataset), seed, preset, params, comps, role, n_seeds)
+        omitted = tuple(sorted(set(params) - set(cls.identity_params(params))))
+        stage = ModelStage(method, str(cls.version), dataset, dversion(dataset), seed, preset, params, comps, role,
+                           n_seeds, omitted)
         existing = stages.get(stage.id)
         if existing is None or (role == "model" and existing.role == "component"):
             stages.pop(stage.id, None)

@@ -1,4 +1,5 @@
-"""Parameter and FLOP counts of the PDAE and DisDiff reference networks, built from their public code.
+"""Parameter and FLOP counts of the PDAE, DisDiff and InfoDiffusion-baseline reference networks, built
+from their public code (InfoDiffusion's AE/VAE baselines beside the project's ``infodiffusion`` preset).
 
 What it measures, per network (batch of 1, CPU, no weights loaded):
 
@@ -56,6 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 DEFAULT_PDAE_REPO = "/work/.mirror/ckczzj+PDAE/repo"
 DEFAULT_DISDIFF_REPO = "/work/.mirror/ThomasMrY+DisDiff/repo"
+DEFAULT_INFODIFFUSION_REPO = "/work/.mirror/isjakewong+InfoDiffusion/repo"
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,6 +719,41 @@ def disdiff_reference(repo: str = DEFAULT_DISDIFF_REPO, pixel: bool = True, vq: 
 # --------------------------------------------------------------------------------------------
 
 
+#: InfoDiffusion's baseline settings per dataset (data.py: get_dataset_config): image shape, encoder_channels
+INFODIFFUSION_BASELINES = {"fashion-mnist": ((1, 32, 32), 32), "cifar10": ((3, 32, 32), 64), "celeba": ((3, 64, 64), 64)}
+
+
+def infodiffusion_baselines(repo: str = DEFAULT_INFODIFFUSION_REPO) -> list[dict]:
+    """InfoDiffusion's VAE-family baseline (models.py ``VAE``, a_dim 32, KL weight 1) beside ours
+    (``VAE.from_preset("infodiffusion")`` at the same widths); one training forward of batch 1."""
+    from methods.vae import VAE
+
+    rows: list[dict] = []
+    with _reference_on_path(repo, ["models.py", "modules.py", "utils.py"], ("models", "modules", "utils")):
+        models = _import_with_stubs("models", ("models", "modules", "utils"))
+    for name, (shape, channels) in INFODIFFUSION_BASELINES.items():
+        args = types.SimpleNamespace(input_size=shape[1], encoder_channels=channels, a_dim=32, mmd_weight=0.0,
+                                     kld_weight=1.0, use_C=False)
+        torch.manual_seed(0)
+        ref = models.VAE(args, "cpu", shape)
+        x = torch.rand(1, *shape) * 2 - 1
+        with _quiet():
+            res = count(lambda: ref.loss_fn(args, x), ref.parameters())
+        rows.append({"name": f"InfoDiffusion VAE baseline, {name} (reference)", "result": res,
+                     "notes": [f"mirror HEAD {_mirror_commit(repo)}",
+                               f"encoder {n_params(ref.encoder):,}, decoder {n_params(ref.decoder):,}"]})
+        ours = VAE.from_preset("infodiffusion", unet_channels=channels,
+                               unet_attention_resolutions=[shape[1] // 4])  # the reference's attention level 2
+        ours._build(shape)
+        xo = torch.rand(1, *shape)
+        noise = torch.randn(1, 32)
+        res = count(lambda: ours._loss(xo, noise, torch.Generator()),
+                    list(ours.encoder_.parameters()) + list(ours.decoder_.parameters()))
+        rows.append({"name": f"InfoDiffusion VAE baseline, {name} (ours)", "result": res,
+                     "notes": [f"encoder {n_params(ours.encoder_):,}, decoder {n_params(ours.decoder_):,}"]})
+    return rows
+
+
 def _table(rows: list[dict]) -> str:
     head = ("network", "total params", "trainable", "fwd GFLOPs/img", "fwd+bwd GFLOPs/img")
     body = []
@@ -737,6 +774,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pdae-repo", default=DEFAULT_PDAE_REPO, help="bare git mirror of ckczzj/PDAE")
     p.add_argument("--disdiff-repo", default=DEFAULT_DISDIFF_REPO, help="bare git mirror of ThomasMrY/DisDiff")
+    p.add_argument("--infodiffusion-repo", default=DEFAULT_INFODIFFUSION_REPO,
+                   help="bare git mirror of isjakewong/InfoDiffusion (its baselines)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--no-pixel", action="store_true", help="skip the DisDiff pixel-space variant")
     p.add_argument("--no-vq", action="store_true", help="skip the DisDiff row that includes the VQ first stage")
@@ -748,7 +787,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     for label, fn in (("PDAE", lambda: pdae_reference(args.pdae_repo)),
                       ("DisDiff", lambda: disdiff_reference(args.disdiff_repo, pixel=not args.no_pixel,
-                                                            vq=not args.no_vq))):
+                                                            vq=not args.no_vq)),
+                      ("InfoDiffusion baselines", lambda: infodiffusion_baselines(args.infodiffusion_repo))):
         try:
             rows += fn()
         except Exception as e:  # noqa: BLE001

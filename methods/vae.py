@@ -20,6 +20,19 @@ conv architecture of Table 1, latent 10, Adam lr 1e-4 β1=0.9 β2=0.999 ε=1e-8,
 300,000 steps, Bernoulli decoder), with β = 4 for β-VAE (Higgins et al. 2017, dSprites) and
 α = 0, λ = 1000 for InfoVAE (Zhao et al. 2019, §6). ``tiny`` shrinks widths and steps so a
 fit takes seconds on a CPU (used by the tests).
+
+``infodiffusion`` is InfoDiffusion's own baselines (Wang et al. 2023, Tables 3–4;
+isjakewong/InfoDiffusion ``models.py: VAE, Encoder, Decoder``, ``run.py``, ``data.py``):
+``architecture = "infodiffusion"`` (a time-free UNet → one-channel map → linear to z, with
+linear heads μ and log σ² on those features; decoder Linear(z → C·H·W) → UNet; widths
+``unet_*``), z = 32, ``reconstruction = "mse-mean"`` (the squared error averaged over the
+pixels of images in [−1, 1]: the decoder outputs images in [−1, 1], not logits), AdamW lr
+1e-4 with weight decay 1e-5, gradient clipping 1, the reference's ×2 warm-up + cosine schedule
+(``lr_schedule = "infodiffusion"``), batch 32, 50 epochs of 60,000 images. Its VAE has β = 1,
+its β-VAE β = 4 (the paper does not state it), its "InfoVAE" is MMD only with weight 0.1
+(α = 1, λ = 0.1) on z = μ + σ·ε (the main branch), and its AE decodes N(0, I) draws
+(``code_sampler = "prior"``) and codes with the features themselves. ``hflip`` flips half
+of every training batch (the reference flips Fashion-MNIST, CIFAR-10 and CelebA).
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.adapter import Adapter, DivergedError, as_images, resolve_device, seed_everything
-from methods.nets import ConvDecoder, ConvEncoder
+from methods.diffusion_base import infodiffusion_lr_factor
+from methods.nets import ConvDecoder, ConvEncoder, InfoDiffusionBaselineEncoder, infodiffusion_baseline_decoder
 from methods.priors import GaussianPrior, make_prior
 
 _COMMON: dict[str, Any] = {
@@ -53,15 +67,47 @@ _COMMON: dict[str, Any] = {
     "mog_std": 0.5,
     "log_every": 100,
 }
-_RECONSTRUCTIONS = ("bernoulli", "gaussian")
+#: options added after the default grid's models were stored, at the values that keep the earlier
+#: behaviour (Adapter.added_params: left out of a model's identity while they hold them)
+_ADDED: dict[str, Any] = {
+    "architecture": "conv",
+    # the UNet networks of architecture = "infodiffusion" (InfoDiffusion's models.py: Encoder, Decoder)
+    "unet_channels": 32,
+    "unet_channel_mult": [1, 2, 4, 8],
+    "unet_res_blocks": 2,
+    "unet_attention_resolutions": [8],
+    "unet_norm_groups": 32,
+    "dropout": 0.1,
+    # optimisation options of InfoDiffusion's run.py
+    "weight_decay": 0.0,
+    "grad_clip": 0.0,
+    "lr_schedule": "constant",
+    "hflip": False,
+}
+_COMMON.update(_ADDED)
+ARCHITECTURES = ("conv", "infodiffusion")
+_RECONSTRUCTIONS = ("bernoulli", "gaussian", "mse-mean")
 #: valid ranges (bench.params), checked with the types before anything trains
 _RANGES: dict[str, Any] = {
     "latent_dim": ">= 1", "channels": "each >= 1", "hidden": ">= 1", "lr": "> 0",
     "adam_beta1": "[0, 1)", "adam_beta2": "[0, 1)", "adam_eps": "> 0", "batch_size": ">= 1", "steps": ">= 1",
     "reconstruction": _RECONSTRUCTIONS, "prior": ("gaussian", "mog"), "mog_components": ">= 1",
     "mog_spread": ">= 0", "mog_std": "> 0", "log_every": ">= 1", "beta": ">= 0", "lambda_": ">= 0", "alpha": "<= 1",
+    "architecture": ARCHITECTURES, "unet_channels": ">= 1", "unet_channel_mult": "each >= 1", "unet_res_blocks": ">= 1",
+    "unet_attention_resolutions": "each >= 1", "unet_norm_groups": ">= 1", "dropout": "[0, 1)", "weight_decay": ">= 0",
+    "grad_clip": ">= 0", "lr_schedule": ("constant", "infodiffusion"),
 }
 _TINY: dict[str, Any] = {"channels": [16, 16, 32, 32], "hidden": 64, "lr": 1e-3, "steps": 200, "batch_size": 32}
+#: InfoDiffusion's own baselines (isjakewong/InfoDiffusion, main 75c7b31 / dev 759f79c: models.py ``VAE`` with
+#: ``Encoder``/``Decoder``, run.py, data.py): the UNet networks at Fashion-MNIST's width (encoder_channels 32,
+#: 32 px, multipliers [1, 2, 4, 8], attention at level 2 = 8x8, dropout 0.1), z = 32, MSE averaged over the
+#: pixels of images in [-1, 1], AdamW lr 1e-4 with weight decay 1e-5, gradient clipping 1, its warm-up +
+#: cosine schedule, 50 epochs at batch 32 of 60,000 images (the README's baseline command), no flips here
+#: (the reference flips Fashion-MNIST, CIFAR-10 and CelebA: the profiles turn ``hflip`` on for those)
+_INFODIFFUSION: dict[str, Any] = {
+    "architecture": "infodiffusion", "latent_dim": 32, "reconstruction": "mse-mean", "lr": 1e-4,
+    "weight_decay": 1e-5, "grad_clip": 1.0, "lr_schedule": "infodiffusion", "batch_size": 32, "steps": 93_750,
+}
 
 
 def mmd_infovae(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -79,8 +125,9 @@ class AutoencoderFamily(Adapter):
 
     defaults: ClassVar[dict[str, Any]] = dict(_COMMON)
     ranges = _RANGES
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(_TINY), "paper": {}}
-    capabilities = frozenset({"decode", "reconstruct"})
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(_TINY), "paper": {}, "infodiffusion": dict(_INFODIFFUSION)}
+    added_params: ClassVar[dict[str, Any]] = dict(_ADDED)
+    capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: whether the encoder outputs (mu, logvar) rather than a point code
     stochastic: ClassVar[bool] = False
 
@@ -96,9 +143,17 @@ class AutoencoderFamily(Adapter):
     # -- networks ----------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, int, int]) -> None:
         self.input_shape = tuple(input_shape)
-        out = 2 * self.latent_dim if self.stochastic else self.latent_dim
-        self.encoder_ = ConvEncoder(self.input_shape, out, list(self.channels), self.hidden)
-        self.decoder_ = ConvDecoder(self.input_shape, self.latent_dim, list(self.channels), self.hidden)
+        if self.architecture == "infodiffusion":
+            unet = dict(base_channels=self.unet_channels, channel_mult=list(self.unet_channel_mult),
+                        num_res_blocks=self.unet_res_blocks, attention_resolutions=list(self.unet_attention_resolutions),
+                        dropout=self.dropout, norm_groups=self.unet_norm_groups)
+            self.encoder_ = InfoDiffusionBaselineEncoder(in_channels=self.input_shape[0], image_size=self.input_shape[1],
+                                                         latent_dim=self.latent_dim, stochastic=self.stochastic, **unet)
+            self.decoder_ = infodiffusion_baseline_decoder(out_shape=self.input_shape, latent_dim=self.latent_dim, **unet)
+        else:
+            out = 2 * self.latent_dim if self.stochastic else self.latent_dim
+            self.encoder_ = ConvEncoder(self.input_shape, out, list(self.channels), self.hidden)
+            self.decoder_ = ConvDecoder(self.input_shape, self.latent_dim, list(self.channels), self.hidden)
         self.device_ = torch.device("cpu")
 
     def to(self, device: str | torch.device) -> "AutoencoderFamily":
@@ -114,12 +169,21 @@ class AutoencoderFamily(Adapter):
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar
 
-    def _reconstruction_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _reconstruction_loss(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-image loss of the decoder output ``out`` against ``x`` in [0, 1]."""
+        if self.reconstruction == "mse-mean":  # InfoDiffusion: (rec - x)^2 averaged over pixels, images in [-1, 1]
+            return (out - (2 * x - 1)).pow(2).flatten(1).mean(1)
         if self.reconstruction == "bernoulli":
-            per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+            per_pixel = F.binary_cross_entropy_with_logits(out, x, reduction="none")
         else:
-            per_pixel = (torch.sigmoid(logits) - x).pow(2)
+            per_pixel = (torch.sigmoid(out) - x).pow(2)
         return per_pixel.flatten(1).sum(1)
+
+    def _images_out(self, out: torch.Tensor) -> torch.Tensor:
+        """Decoder output → mean image in [0, 1]: sigmoid of logits, or [-1, 1] images mapped back."""
+        if self.reconstruction == "mse-mean":
+            return ((out + 1) / 2).clamp(0, 1)
+        return torch.sigmoid(out)
 
     def _regulariser(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
         """Per-batch regulariser added to the mean reconstruction loss (0 for the AE)."""
@@ -141,27 +205,42 @@ class AutoencoderFamily(Adapter):
         self._build(data.image_shape)
         self.to(dev)
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
-        optimiser = torch.optim.Adam(
+        # Adam, or AdamW when weight_decay > 0 (InfoDiffusion's run.py: AdamW, weight decay 1e-5)
+        opt_cls = torch.optim.AdamW if self.weight_decay > 0 else torch.optim.Adam
+        optimiser = opt_cls(
             params, lr=self.lr, betas=(self.adam_beta1, self.adam_beta2), eps=self.adam_eps,
-            fused=dev.type == "cuda",
+            fused=dev.type == "cuda", **({"weight_decay": self.weight_decay} if self.weight_decay > 0 else {}),
         )
+        scheduler = None
+        if self.lr_schedule == "infodiffusion":  # per epoch, an epoch = one pass over the training set
+            per_epoch = max(1, math.ceil(len(data) / self.batch_size))
+            epochs = max(1, math.ceil(self.steps / per_epoch))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: infodiffusion_lr_factor(s, per_epoch, epochs))
         self.history_: list[tuple[int, float]] = []
         nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
         bar = tqdm(range(1, self.steps + 1), desc=f"fit {type(self).__name__}", disable=not progress, leave=False)
         for step in bar:
             idx = rng.integers(0, len(data), size=self.batch_size)
             x = torch.from_numpy(data.images(idx)).to(dev, non_blocking=True)
+            if self.hflip:  # random horizontal flips (InfoDiffusion's data.py flips its training images)
+                flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5).to(dev)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             noise = torch.randn(x.shape[0], self.latent_dim, generator=generator).to(dev, non_blocking=True)
             loss = self._loss(x, noise, generator)
             nonfinite |= ~torch.isfinite(loss)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            lr = optimiser.param_groups[0]["lr"]
             optimiser.step()
+            if scheduler is not None:
+                scheduler.step()
             if step % self.log_every == 0 or step == self.steps:
                 value = float(loss.detach())  # the only host sync, every log_every steps
                 self.history_.append((step, value))
                 terms = {k: float(v) for k, v in getattr(self, "_terms", {}).items()}
-                self.log_scalars(step, loss=value, lr=self.lr, **terms)
+                self.log_scalars(step, loss=value, lr=lr, **terms)
                 bar.set_postfix(loss=f"{value:.2f}")
                 if bool(nonfinite):
                     raise DivergedError(
@@ -236,7 +315,7 @@ class AutoencoderFamily(Adapter):
         out = []
         for start in range(0, z.shape[0], batch_size):
             logits = self.decoder_(torch.from_numpy(z[start:start + batch_size]).to(self.device_))
-            out.append(torch.sigmoid(logits).float().cpu().numpy())
+            out.append(self._images_out(logits).float().cpu().numpy())
         self.decoder_.train()
         return np.concatenate(out, axis=0)
 
@@ -271,9 +350,16 @@ class AE(AutoencoderFamily):
     """Deterministic autoencoder (reconstruction only).
 
     An AE has no prior, so :meth:`sample` decodes draws from a full-covariance Gaussian
-    fitted to the codes of 2,048 training images after training (a common, documented
-    baseline choice; see README "Deviations").
+    fitted to the codes of 2,048 training images after training (``code_sampler =
+    "fitted"``, a common, documented baseline choice; see README "Deviations"), or from
+    N(0, I) (``"prior"``, InfoDiffusion's reference: ``run.py`` decodes ``torch.randn`` codes
+    for every baseline; its ``infodiffusion`` preset).
     """
+
+    defaults = {**_COMMON, "code_sampler": "fitted"}
+    ranges = {**_RANGES, "code_sampler": ("fitted", "prior")}
+    added_params = {**_ADDED, "code_sampler": "fitted"}
+    presets = {**AutoencoderFamily.presets, "infodiffusion": {**_INFODIFFUSION, "code_sampler": "prior"}}
 
     def _after_fit(self, data, rng: np.random.Generator) -> None:
         idx = rng.integers(0, len(data), size=min(2048, len(data)))
@@ -283,6 +369,8 @@ class AE(AutoencoderFamily):
         self.code_chol_ = torch.from_numpy(np.linalg.cholesky(cov))
 
     def _sample_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.code_sampler == "prior":
+            return super()._sample_codes(n, generator)
         eps = torch.randn(n, self.latent_dim, generator=generator, dtype=torch.float64)
         return (self.code_mean_ + eps @ self.code_chol_.T).float()
 
@@ -298,7 +386,7 @@ class VAE(AutoencoderFamily):
     """Variational autoencoder with a diagonal Gaussian posterior; β weights the KL term."""
 
     defaults = {**_COMMON, "beta": 1.0}
-    capabilities = frozenset({"decode", "reconstruct", "stochastic_encode"})
+    capabilities = frozenset({"sample", "decode", "reconstruct", "stochastic_encode"})
     stochastic = True
 
     def _regulariser(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
@@ -312,9 +400,15 @@ class BetaVAE(VAE):
 
 
 class InfoVAE(VAE):
-    """InfoVAE (Zhao et al. 2019) with the MMD divergence between q(z) and p(z)."""
+    """InfoVAE (Zhao et al. 2019) with the MMD divergence between q(z) and p(z).
+
+    Its ``infodiffusion`` preset is InfoDiffusion's "InfoVAE" baseline: MMD only with weight
+    0.1 (α = 1, λ = 0.1: ``--mmd_weight 0.1``), on codes z = μ + σ·ε as the reference's main
+    branch decodes and regularises them (``models.py: VAE.forward``).
+    """
 
     defaults = {**_COMMON, "alpha": 0.0, "lambda_": 1000.0}
+    presets = {**AutoencoderFamily.presets, "infodiffusion": {**_INFODIFFUSION, "alpha": 1.0, "lambda_": 0.1}}
 
     def _regulariser(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
         # prior draws come from torch's global RNG, seeded once in fit (deterministic per seed)

@@ -48,6 +48,15 @@ def test_good_config_expands_the_grid(tmp_path):
     assert [m.id for m in plan(load_config(write(tmp_path, GOOD)).profile()).models] == [m.id for m in models]
 
 
+def test_a_method_can_start_from_its_own_preset(tmp_path):
+    text = GOOD.replace('preset = "tiny"', 'preset = "tiny"\npresets = { ae = "infodiffusion" }')
+    cells = load_config(write(tmp_path, text)).profile().cells()
+    ae = [c for c in cells if c.method == "ae"]
+    assert {c.preset for c in ae} == {"infodiffusion"} and ae[0].params["architecture"] == "infodiffusion"
+    assert ae[0].params["steps"] == 10  # overrides still apply on top
+    assert {c.preset for c in cells if c.method == "beta-vae"} == {"tiny"}
+
+
 def test_the_repository_bench_toml_is_valid():
     config = load_config(Path(__file__).resolve().parents[1] / "bench.toml")
     assert config.default_profile == "smoke"
@@ -81,6 +90,12 @@ def test_the_repository_bench_toml_is_valid():
          r"metric_params.dci.batch_size: metric 'dci': parameter 'batch_size' must be int .*got str 'big'"),
         (lambda s: s.replace('num_train = 100', 'num_train = 0'), r"metric_params.dci.num_train: .*= 0 is out of range; expected >= 2"),
         (lambda s: s.replace('num_train = 100', 'importance = "xgb"'), r"'importance' = 'xgb' is out of range; expected one of 'gbt'"),
+        # per-method presets
+        (lambda s: s.replace('preset = "tiny"', 'preset = "tiny"\npresets = { vae = "infodiffusion" }'),
+         r"presets.vae: method 'vae' is not in profiles.smoke.methods"),
+        (lambda s: s.replace('preset = "tiny"', 'preset = "tiny"\npresets = { ae = "infodiffusoin" }'),
+         r"presets.ae = 'infodiffusoin': method 'ae' has no such preset.*did you mean 'infodiffusion'"),
+        (lambda s: s.replace('preset = "tiny"', 'preset = "tiny"\npresets = { ae = 1 }'), r"presets.ae must be a preset name"),
     ],
 )
 def test_bad_config_names_file_key_and_suggestion(tmp_path, change, message):

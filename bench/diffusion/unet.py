@@ -21,6 +21,15 @@ Conditioning by **adaptive group normalisation** (AdaGN), with two layouts:
 * ``"joint-shift"`` — PDAE's and DisDiff's shift blocks (ckczzj/PDAE ``model/module.py:
   ResBlockShift``; ThomasMrY/DisDiff ``openaimodel_shift.py: ResBlockShift``): one
   normalisation, ``(1 + z_s) ⊙ ((1 + t_s) ⊙ GN(h) + t_b) + z_b``, z with scale *and* shift.
+* ``"bias"`` — DDPM's original block and DRL's conditioning (Mittal et al., App. D: "each
+  channel is provided with a conditional bias determined by the representation and time
+  embedding"): after the first conv, ``h + Dense_t(SiLU(t_emb)) + Dense_z(SiLU(z_emb))``,
+  with z_emb = a 4-layer MLP of z whose last layer starts at zero (so before training z
+  adds nothing), then GN, SiLU, dropout, conv.
+
+The time input is encoded sinusoidally (DDPM) or by Gaussian Fourier features
+(``time_encoding = "fourier"``, score_sde's NCSN++: fixed random frequencies of scale 16,
+fed log σ(t) by the VE-SDE methods).
 
 A block without time embedding and without z (``time_conditioned=False``) is a plain
 pre-activation residual block: the semantic encoders use it.
@@ -38,7 +47,9 @@ Encoders (z = Enc(x_0)):
   builds no ``out_layers``).
 * :class:`UNetMapEncoder` — InfoDiffusion's reference ``Encoder``: a full UNet without
   time conditioning that outputs a one-channel map, flattened and mapped linearly (H·W →
-  latent) to the code.
+  latent) to the code. :class:`UNetMapDecoder` is its baseline decoder (code → Linear →
+  image-shaped map → time-free UNet), used by the autoencoder family's ``architecture =
+  "infodiffusion"``.
 
 Deviations (documented): down/up-sampling is a stride-2 conv / nearest-neighbour
 upsampling followed by a 3×3 conv (DDPM, InfoDiffusion) everywhere, whereas DiffAE's
@@ -55,7 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LAYOUTS = ("joint", "separate", "joint-shift")
+LAYOUTS = ("joint", "separate", "joint-shift", "bias")
+TIME_ENCODINGS = ("sinusoidal", "fourier")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -133,7 +145,14 @@ class ResBlock(nn.Module):
             _group_norm(groups, in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
         )
         stages: list[dict[str, tuple[int, bool]]]
-        if single_conv:  # DiffAE's unconditioned encoder block: in_layers only (model/blocks.py, use_condition=False)
+        self.biases = nn.ModuleDict()
+        if layout == "bias" and not single_conv:
+            for name, dim in (("t", time_dim), ("z", cond_dim)):
+                if dim:
+                    self.biases[name] = nn.Sequential(nn.SiLU(), nn.Linear(dim, out_channels))
+                    nn.init.zeros_(self.biases[name][1].bias)
+            stages = [{}]
+        elif single_conv:  # DiffAE's unconditioned encoder block: in_layers only (model/blocks.py, use_condition=False)
             stages = []
         elif layout in ("joint", "joint-shift"):
             mods: dict[str, tuple[int, bool]] = {}
@@ -152,6 +171,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
         h = self.in_layers(x)
+        for name, proj in self.biases.items():
+            h = h + proj(conds[name]).to(h.dtype)[:, :, None, None]
         for stage in self.stages:
             h = stage(h, conds)
         h = self.skip(x) + h
@@ -277,6 +298,27 @@ def _run_up(up: nn.ModuleList, h: torch.Tensor, skips: list[torch.Tensor], conds
     return h
 
 
+class GaussianFourierProjection(nn.Module):
+    """[sin 2π x W, cos 2π x W] with fixed W ~ N(0, scale²) (score_sde ``layerspp.GaussianFourierProjection``)."""
+
+    def __init__(self, embedding_size: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.register_buffer("W", torch.randn(embedding_size) * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = x.float()[:, None] * self.W[None, :] * (2 * math.pi)
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+def code_mlp(in_dim: int, width: int, layers: int = 4) -> nn.Sequential:
+    """DRL's code path (App. D: "four dense layers map the latent code back"): the last layer starts at zero."""
+    mods: list[nn.Module] = [nn.Linear(in_dim, width)]
+    for _ in range(layers - 1):
+        mods += [nn.SiLU(), nn.Linear(width, width)]
+    _zero(mods[-1])
+    return nn.Sequential(*mods)
+
+
 class UNet(nn.Module):
     """ε_θ(x_t, t[, z]): the denoiser; ``cond_dim`` > 0 adds AdaGN conditioning on a code z.
 
@@ -301,19 +343,32 @@ class UNet(nn.Module):
         cond_layout: str = "joint",
         time_conditioned: bool = True,
         num_heads: int = 1,
+        time_encoding: str = "sinusoidal",
     ) -> None:
         super().__init__()
         check_side(image_size, channel_mult, "UNet")
         if cond_layout not in LAYOUTS:
             raise ValueError(f"UNet: cond_layout must be one of {LAYOUTS}, got {cond_layout!r}")
+        if time_encoding not in TIME_ENCODINGS:
+            raise ValueError(f"UNet: time_encoding must be one of {TIME_ENCODINGS}, got {time_encoding!r}")
+        self.time_encoding = time_encoding
         self.base_channels = base_channels
         self.time_conditioned = time_conditioned
         self.cond_dim = cond_dim or None
         time_dim = (time_embed_dim or 4 * base_channels) if time_conditioned else None
         if time_dim:
-            self.time_embed = nn.Sequential(nn.Linear(base_channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
-        # "separate" maps z to the time width once (InfoDiffusion's fc_a); "joint" feeds z as is (DiffAE)
-        if self.cond_dim and cond_layout == "separate":
+            if time_encoding == "fourier":
+                self.fourier = GaussianFourierProjection(base_channels // 2)
+            self.time_embed = nn.Sequential(nn.Linear(2 * (base_channels // 2) if time_encoding == "fourier"
+                                                      else base_channels, time_dim),
+                                            nn.SiLU(), nn.Linear(time_dim, time_dim))
+        # "separate" maps z to the time width once (InfoDiffusion's fc_a); "joint" feeds z as is (DiffAE);
+        # "bias" through DRL's 4-layer code MLP
+        if self.cond_dim and cond_layout == "bias":
+            width = time_dim or 4 * base_channels
+            self.cond_embed = code_mlp(self.cond_dim, width)
+            block_cond = width
+        elif self.cond_dim and cond_layout == "separate":
             width = time_dim or 4 * base_channels
             self.cond_embed: nn.Module = nn.Linear(self.cond_dim, width)
             block_cond = width
@@ -337,7 +392,8 @@ class UNet(nn.Module):
         if self.time_conditioned:
             if t is None:
                 raise ValueError("UNet: this network is time conditioned; pass the timesteps t")
-            conds["t"] = self.time_embed(timestep_embedding(t, self.base_channels))
+            features = self.fourier(t) if self.time_encoding == "fourier" else timestep_embedding(t, self.base_channels)
+            conds["t"] = self.time_embed(features)
         if self.cond_dim:
             if z is None:
                 raise ValueError(f"UNet: this network is conditioned on a code z of dimension {self.cond_dim}; pass z")
@@ -439,6 +495,32 @@ class UNetMapEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.unet(x).flatten(1))
+
+
+class UNetMapDecoder(nn.Module):
+    """InfoDiffusion's reference baseline ``Decoder``: Linear(z → C·H·W) → reshape → time-free UNet → image.
+
+    isjakewong/InfoDiffusion ``models.py: Decoder`` (main and dev branches): the code is mapped
+    linearly to an image-shaped tensor, which a UNet of the encoder's shape (no time
+    embedding) turns into the reconstruction; the output conv starts with xavier gain 1e-5
+    as the reference's (our blocks' last convs start at zero, the reference's at gain 1e-5).
+    """
+
+    def __init__(self, *, out_channels: int, image_size: int, in_dim: int, base_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 4, 8), num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (16,), dropout: float = 0.1, norm_groups: int = 32,
+                 num_heads: int = 1) -> None:
+        super().__init__()
+        self.shape = (out_channels, image_size, image_size)
+        self.fc = nn.Linear(in_dim, out_channels * image_size * image_size)
+        self.unet = UNet(in_channels=out_channels, out_channels=out_channels, image_size=image_size,
+                         base_channels=base_channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks,
+                         attention_resolutions=attention_resolutions, dropout=dropout, norm_groups=norm_groups,
+                         time_conditioned=False, num_heads=num_heads)
+        nn.init.xavier_uniform_(self.unet.out[-1].weight, gain=1e-5)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.unet(self.fc(z).view(z.shape[0], *self.shape))
 
 
 ENCODERS = {"half_unet": HalfUNetEncoder, "unet_map": UNetMapEncoder}
