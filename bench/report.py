@@ -8,6 +8,7 @@ the count of finished seeds), never a mean of the seeds that happen to be there.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,7 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     plots = results_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     _metric_plots(rows, plots)
+    _probe_t_plots(rows, plots)
     _image_figures(rows, results_dir, plots)
     _loss_curves(rows, results_dir, plots)
     out["plots"] = plots
@@ -140,7 +142,7 @@ def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
 
     ok = rows[(rows["status"] == OK) & rows["metric"].notna() & (rows["metric"].astype(str) != "")]
     for metric, sub in ok.groupby("metric"):
-        if metric in RUN_STATS:
+        if metric in RUN_STATS or _PER_T.match(str(metric)):  # per-t probe rows: the accuracy-against-t plot
             continue
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique(), 3.2))
         sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
@@ -150,6 +152,53 @@ def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
         ax.tick_params(axis="x", rotation=30)
         fig.tight_layout()
         fig.savefig(plots / f"metric_{metric}.png", dpi=110)
+        plt.close(fig)
+
+
+#: per-t rows of the latent_probe metric: probe_mlp_t0.3, probe_svc100_t1.0, ...
+_PER_T = re.compile(r"^(probe_\w+?)_t(\d+\.\d+)$")
+
+
+def _probe_t_plots(rows: pd.DataFrame, plots: Path) -> None:
+    """Per dataset: probe accuracy against t, one line per method setting (DRL's Figures 4-5).
+
+    A time-conditioned code has a value per t; a static code (AE, VAE, SimCLR, ...) is a flat line.
+    """
+    ok = rows[(rows["status"] == OK) & rows["metric"].notna()].copy()
+    ok["metric"] = ok["metric"].astype(str)
+    per_t = ok[ok["metric"].str.match(_PER_T.pattern)]
+    if per_t.empty and not ok["metric"].isin(["probe_mlp"]).any():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for dataset, sub in ok.groupby("dataset"):
+        timed = sub[sub["metric"].str.match(_PER_T.pattern)]
+        if timed.empty:
+            continue  # no time-conditioned code here: the bar plots say it all
+        parsed = timed["metric"].str.extract(_PER_T.pattern)
+        timed = timed.assign(probe=parsed[0], t=parsed[1].astype(float))
+        probes = sorted(timed["probe"].unique(), key=lambda p: (p != "probe_mlp", p))
+        ts = sorted(timed["t"].unique())
+        fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes), 3.4), squeeze=False)
+        for ax, probe in zip(axes[0], probes):
+            for (method, config), line in timed[timed["probe"] == probe].groupby(["method", "config_id"]):
+                means = line.groupby("t")["value"].mean()
+                ax.plot(means.index, means.values, marker="o", label=f"{method} ({config})")
+            timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
+            flat = sub[(sub["metric"] == probe)]
+            for (method, config), line in flat.groupby(["method", "config_id"]):
+                if (method, config) in timed_keys:
+                    continue
+                ax.plot([ts[0], ts[-1]], [line["value"].mean()] * 2, linestyle="--", label=f"{method} ({config})")
+            ax.set_xlabel("t of the code E(x_0, t)")
+            ax.set_ylabel("test accuracy")
+            ax.set_title(f"{dataset}: {probe}", fontsize=9)
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        fig.savefig(plots / f"probe_t__{dataset}.png", dpi=110)
         plt.close(fig)
 
 

@@ -489,6 +489,8 @@ def _training_rows(adapter, params: dict[str, Any], seconds: float) -> dict[str,
     history = getattr(adapter, "history_", None)
     if history:
         info["final_loss"] = float(history[-1][1])
+    # what the adapter measured itself after training (a first stage's held-out reconstruction quality)
+    info.update({k: float(v) for k, v in (getattr(adapter, "fit_metrics_", None) or {}).items()})
     return info
 
 
@@ -534,12 +536,16 @@ def _evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, ba
     if capability and capability not in adapter.capabilities:
         return [_row(base, name, float("nan"), SKIPPED, f"method does not declare {capability!r}", params)]
     call_params = dict(params)
-    fn = getattr(adapter, uses)
+    if uses == "encode_t":  # a time sweep: encode(x, t=...) where the code depends on t
+        from bench.metrics.probe import TimedEncoder
+
+        fn = TimedEncoder(adapter.encode, "time_conditioned" in adapter.capabilities)
+    else:
+        fn = getattr(adapter, uses)
     protocol = call_params.get("sampler", "model") if uses == "sample" else "model"
-    if protocol != "model":
-        if not hasattr(adapter, "using_sampler"):
-            return [_row(base, name, float("nan"), SKIPPED, f"method has no sampling protocols (asked for {protocol!r})",
-                         params)]
+    # a sampling protocol names an iterative (diffusion) sampler; a method that samples in one decoder
+    # pass (the autoencoder family) has a single way to sample, which every protocol then means
+    if protocol != "model" and hasattr(adapter, "using_sampler"):
         fn = _protocol_sampler(adapter, protocol)
     if call_params.pop("representation", "mean") == "sampled":
         if "stochastic_encode" not in adapter.capabilities:
@@ -611,7 +617,9 @@ def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps:
     """Store the images the report draws: originals, reconstructions, samples, traversals."""
     rng = np.random.default_rng(seed)
     originals = dataset.images(np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False)))
-    arrays: dict[str, np.ndarray] = {"originals": originals, "samples": adapter.sample(n * 2, seed=seed)}
+    arrays: dict[str, np.ndarray] = {"originals": originals}
+    if "sample" in adapter.capabilities:  # a representation-only method (SimCLR) has no samples panel
+        arrays["samples"] = adapter.sample(n * 2, seed=seed)
     if "reconstruct" in adapter.capabilities:
         arrays["reconstructions"] = adapter.reconstruct(originals)
     if "decode" in adapter.capabilities:
@@ -694,7 +702,7 @@ def adopt_legacy(plan: Plan, store: Store, context: dict[str, Any]) -> int:
         cls_version = str(first["method_version"]) if first is not None and pd.notna(first.get("method_version")) else None
         ds_version = str(first["dataset_version"]) if first is not None and pd.notna(first.get("dataset_version")) else None
         match = next((m for m in models.values() if m.method == config.get("method") and m.dataset == config.get("dataset")
-                      and m.seed == config.get("seed") and m.params == config.get("params") and not m.components
+                      and m.seed == config.get("seed") and m.identity_params == config.get("params") and not m.components
                       and cls_version in (None, m.method_version) and ds_version in (None, m.dataset_version)), None)
         if match is None or worker.status(match) == DONE:
             continue

@@ -244,7 +244,13 @@ def _plots_section(results_dir: Path) -> str:
     plots = results_dir / "plots"
     metric = sorted(plots.glob("metric_*.png"))
     loss = sorted(plots.glob("*__loss.png"))
+    probe_t = sorted(plots.glob("probe_t__*.png"))
     out = ["<h2 id=plots>Plots</h2>"]
+    if probe_t:
+        out.append("<h3>Probe accuracy against t (time-conditioned codes: a line over t; static codes: dashed)</h3>"
+                   "<div class=plots>")
+        out += [f"<img alt='{_esc(p.stem)}' src='plots/{_esc(p.name)}'>" for p in probe_t]
+        out.append("</div>")
     if metric:
         out.append("<h3>Metrics (bars: mean ± sd over seeds; dots: seeds)</h3><div class=plots>")
         out += [f"<img alt='{_esc(p.stem)}' src='plots/{_esc(p.name)}'>" for p in metric]

@@ -47,7 +47,7 @@ class DDPM(DiffusionFamily):
         "paper": {},
         "infodiffusion-vanilla": {"batch_size": 128, "steps": 63_600, "ema_decay": 0.0, "lr_schedule": "infodiffusion"},
     }
-    capabilities = frozenset({"reconstruct"})
+    capabilities = frozenset({"sample", "reconstruct"})
 
     @property
     def code_dim(self) -> int:

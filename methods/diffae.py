@@ -82,7 +82,7 @@ class DiffAE(AutoencodingDiffusion):
 
     defaults: ClassVar[dict[str, Any]] = dict(DIFFAE_DEFAULTS)
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_AUTOENCODER), "paper": {}}
-    capabilities = frozenset({"decode", "reconstruct"})
+    capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: 2: the half-UNet encoder's blocks are DiffAE's (one conv, no dropout; 19.3 M at CelebA-64, was 35.0 M)
     version = "2"
 

@@ -535,7 +535,7 @@ class AutoencodingDiffusion(DiffusionFamily):
     in :meth:`_nets`, and define the training loss; ``_denoiser(z)`` gives ε̂(x_t, t, z).
     """
 
-    capabilities = frozenset({"decode", "reconstruct"})
+    capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: clamp of the latent DDPM's z_T (PDAE clamps to [-1, 1], "may slightly improve sample quality"); 0 = none
     latent_noise_clamp: ClassVar[float] = 0.0
 
@@ -659,7 +659,8 @@ class AutoencodingDiffusion(DiffusionFamily):
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"{type(self).__name__}.decode: z must have shape (N, {self.latent_dim}), got {z.shape}")
         generator = torch.Generator().manual_seed(0)
-        x_T = self._x_T(1, generator).expand(len(z), *self.input_shape)
+        x_T = self._x_T(1, generator)
+        x_T = x_T.expand(len(z), *x_T.shape[1:])  # the diffusion's own shape (a latent one for EncDiff)
         return self._render(torch.from_numpy(z), x_T, generator, self._denoiser)
 
     def _reconstruction_codes(self, x: np.ndarray) -> torch.Tensor:

@@ -105,7 +105,7 @@ class DisDiff(PDAE):
     defaults: ClassVar[dict[str, Any]] = dict(DISDIFF_DEFAULTS)
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DISDIFF), "paper": {}}
     ranges = DISDIFF_RANGES
-    capabilities = frozenset({"decode", "reconstruct", "latent_units"})
+    capabilities = frozenset({"sample", "decode", "reconstruct", "latent_units"})
 
     @property
     def latent_dim(self) -> int:

@@ -130,7 +130,7 @@ class InfoDiffusion(DiffAE):
 
     defaults: ClassVar[dict[str, Any]] = dict(INFODIFFUSION_DEFAULTS)
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_INFODIFFUSION), "paper": {}}
-    capabilities = frozenset({"decode", "reconstruct"})
+    capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: 2: a half-UNet encoder (the tiny preset's) has DiffAE's one-conv blocks
     version = "2"
 

@@ -160,7 +160,7 @@ class PDAE(AutoencodingDiffusion):
     defaults: ClassVar[dict[str, Any]] = dict(PDAE_DEFAULTS)
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_PDAE), "paper": {}}
     ranges = PDAE_RANGES
-    capabilities = frozenset({"decode", "reconstruct"})
+    capabilities = frozenset({"sample", "decode", "reconstruct"})
     components = {"dpm": Component("ddpm", params=dpm_params)}
     latent_noise_clamp = 1.0
 

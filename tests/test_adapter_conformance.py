@@ -9,7 +9,7 @@ import pytest
 
 import tests.plugin_stages  # noqa: F401  (tiny-shared: a method with a shared component)
 from bench import registry
-from bench.adapter import CAPABILITIES, NotFittedError
+from bench.adapter import CAPABILITIES, NotFittedError, NotGenerativeError
 
 METHODS = registry.methods().names()
 FAST = {"steps": 6, "batch_size": 8, "log_every": 3}
@@ -22,6 +22,8 @@ def _components(cls, params, data, seed):
     """The declared components of ``cls``, trained as the runner would (their tiny preset, FAST), once each."""
     out = {}
     for name, spec in cls.components.items():
+        if not spec.needed(params):
+            continue
         ccls = registry.methods().load(spec.method)
         cparams = {**ccls.presets[spec.preset or "tiny"], **FAST, **spec.params_for(params)}
         cseed = 0 if spec.share == "dataset" else seed
@@ -80,8 +82,9 @@ def test_encode_before_fit_raises_clear_error(name, tiny_data):
     adapter = registry.methods().load(name).from_preset("tiny")
     with pytest.raises(NotFittedError, match="not fitted"):
         adapter.encode(tiny_data.images([0, 1]))
-    with pytest.raises(NotFittedError):
-        adapter.sample(2)
+    if "sample" in adapter.capabilities:
+        with pytest.raises(NotFittedError):
+            adapter.sample(2)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -90,9 +93,13 @@ def test_shapes_and_ranges(name, fitted, tiny_data):
     x = tiny_data.images(np.arange(5))
     codes = adapter.encode(x)
     assert codes.shape == (5, adapter.code_dim) and codes.dtype == np.float32
-    samples = adapter.sample(3, seed=1)
-    assert samples.shape == (3, *tiny_data.image_shape)
-    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    if "sample" in adapter.capabilities:
+        samples = adapter.sample(3, seed=1)
+        assert samples.shape == (3, *tiny_data.image_shape)
+        assert samples.min() >= 0.0 and samples.max() <= 1.0
+    else:  # a representation-only method says so, naming itself
+        with pytest.raises(NotGenerativeError, match=f"{type(adapter).__name__} cannot generate images"):
+            adapter.sample(3, seed=1)
     if "reconstruct" in adapter.capabilities:
         assert adapter.reconstruct(x).shape == x.shape
     if "decode" in adapter.capabilities:
@@ -121,7 +128,8 @@ def test_same_seed_same_results_on_cpu(name, fitted, tiny_data):
     again = _fit(name, tiny_data, seed=0)
     x = tiny_data.images(np.arange(6))
     np.testing.assert_array_equal(again.encode(x), fitted[name].encode(x))
-    np.testing.assert_array_equal(again.sample(4, seed=2), fitted[name].sample(4, seed=2))
+    if "sample" in again.capabilities:
+        np.testing.assert_array_equal(again.sample(4, seed=2), fitted[name].sample(4, seed=2))
     other = _fit(name, tiny_data, seed=1)
     assert not np.array_equal(other.encode(x), again.encode(x))
 
@@ -134,7 +142,8 @@ def test_save_load_round_trip(name, fitted, tiny_data, tmp_path):
     loaded = type(adapter).load(path, components=getattr(adapter, "conformance_components_", None))
     x = tiny_data.images(np.arange(6))
     np.testing.assert_array_equal(loaded.encode(x), adapter.encode(x))
-    np.testing.assert_array_equal(loaded.sample(3, seed=5), adapter.sample(3, seed=5))
+    if "sample" in adapter.capabilities:
+        np.testing.assert_array_equal(loaded.sample(3, seed=5), adapter.sample(3, seed=5))
     assert loaded.get_params() == adapter.get_params()
 
 

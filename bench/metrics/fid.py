@@ -633,7 +633,9 @@ def fid(
     ``sampler`` names the sampling protocol of the images (``"model"``: the adapter's own
     setting; ``"ancestral-1000"``: 1000-step ancestral DDPM, InfoDiffusion's and DiffAE's FID
     protocol; ``"ddim-N"``). The runner applies it to the adapter (``using_sampler``) before
-    ``sample`` reaches this function; here the name is only checked, before any work.
+    ``sample`` reaches this function; here the name is only checked, before any work. A method
+    that samples in one decoder pass (the autoencoder family) has no protocols: it samples the
+    same way under every name.
 
     Raises:
         FIDUnavailableError: no Inception weights on this machine (see the module docstring).
