@@ -15,6 +15,9 @@ end in noise):
 * ``"scaled-linear"`` — Latent Diffusion's "sqrt-linear" schedule (Rombach et al. 2022,
   ``make_beta_schedule('linear')``: ``linspace(√β_start, √β_end, T)²``) with the Stable
   Diffusion endpoints 8.5e-4 → 1.2e-2 (diffusers calls it ``scaled_linear``).
+* ``"ldm-linear"`` — the same "sqrt-linear" form with Latent Diffusion's own endpoints
+  1.5e-3 → 1.55e-2 (``linear_start: 0.0015, linear_end: 0.0155`` of every LDM config, and
+  of DisDiff's and EncDiff's latent-diffusion configs).
 * ``"cosine"`` — Nichol & Dhariwal 2021, eq. 17: ᾱ(t) = f(t)/f(0),
   f(t) = cos²(((t/T) + s)/(1 + s) · π/2), s = 0.008, β_t = 1 − ᾱ_t/ᾱ_{t−1} clipped at
   0.999 (defined for any T; not rescaled).
@@ -34,6 +37,7 @@ _NAMED: dict[str, tuple[str, float, float]] = {
     "linear": ("linear", 1e-4, 0.02),
     "linear-infodiffusion": ("linear", 1e-5, 1e-2),
     "scaled-linear": ("sqrt-linear", 8.5e-4, 1.2e-2),
+    "ldm-linear": ("sqrt-linear", 1.5e-3, 1.55e-2),
     "cosine": ("cosine", 0.008, 0.999),
     "const-0.008": ("const", 0.008, 0.008),
 }

@@ -5,7 +5,9 @@ and expects ``dict[str, float]`` back; each key is a metric name in the results 
 ``meta`` on the registration line says what ``fn`` is and what the dataset must offer:
 
 * ``uses``: the adapter method passed as ``fn`` — ``"encode"`` (images (n, C, H, W) in
-  [0, 1] → codes (n, D)), ``"sample"`` (n → images) or ``"reconstruct"`` (images → images);
+  [0, 1] → codes (n, D)), ``"encode_t"`` (a :class:`bench.metrics.probe.TimedEncoder`:
+  ``fn(x, t=...)`` and ``fn.time_conditioned``, for metrics that sweep a time-conditioned
+  code over t), ``"sample"`` (n → images) or ``"reconstruct"`` (images → images);
 * ``requires``: the dataset contract needed — ``"factors"`` (a
   :class:`~bench.data.base.FactorDataset`), ``"labels"`` (:class:`~bench.data.base.LabelledDataset`),
   ``"attributes"`` (:class:`~bench.data.base.AttributeDataset`) or ``None`` (any dataset);
@@ -95,11 +97,31 @@ METRICS.register(
     ranges={"num_samples": ">= 1", "batch_size": ">= 1"},
 )
 METRICS.register(
+    "lpips",
+    "bench.metrics.lpips:lpips",
+    "LPIPS-VGG (v0.1) between images and their reconstructions; skipped without the ImageNet VGG16 weights",
+    uses="reconstruct",
+    requires=None,
+    capability="reconstruct",
+    outputs=("lpips",),
+    ranges={"num_samples": ">= 1", "batch_size": ">= 1"},
+)
+METRICS.register(
+    "latent_probe",
+    "bench.metrics.probe:latent_probe",
+    "DRL's downstream probes: 1-hidden-layer MLP and few-shot SVC accuracy, per t for time-conditioned codes",
+    uses="encode_t",
+    requires="labels",
+    ranges={"num_train": ">= 2", "num_test": ">= 1", "hidden": ">= 1", "epochs": ">= 1", "few_shot": "each >= 2",
+            "t_values": "each >= 0", "encode_batch_size": ">= 1"},
+)
+METRICS.register(
     "fid",
     "bench.metrics.fid:fid",
     "FID with pytorch-fid's InceptionV3 (pool3, pt_inception-2015-12-05 weights), torch-only",
     uses="sample",
     requires=None,
+    capability="sample",
     outputs=("fid",),
     ranges={"num_samples": ">= 2", "sample_batch_size": ">= 1", "num_reference": ">= 2", "reference_seed": ">= 0", "batch_size": ">= 1",
             "sampler": parse_sampling_protocol},
