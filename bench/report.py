@@ -30,7 +30,9 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok["metric"].astype(str) != ""]
     planned = rows.groupby(keys, dropna=False)["n_seeds_planned"].max()
     finished = _finished_seeds(rows).reindex(planned.index, fill_value=0)
-    metrics = sorted(ok["metric"].unique(), key=lambda m: (m not in PREFERRED, PREFERRED.index(m) if m in PREFERRED else 0, m))
+    # per-t probe rows (probe_mlp_t0.3, ...) live in results.csv and the accuracy-against-t plot, not here
+    metrics = sorted((m for m in ok["metric"].unique() if not _PER_T.match(str(m))),
+                     key=lambda m: (m not in PREFERRED, PREFERRED.index(m) if m in PREFERRED else 0, m))
     stats = ok.groupby(keys + ["metric"])["value"].agg(["mean", "std", "count"])
     out = []
     for key in planned.index:
@@ -226,6 +228,15 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
         fig.tight_layout()
         fig.savefig(plots / f"{stem}__images.png", dpi=110)
         plt.close(fig)
+        if "attention" in arrays:  # EncDiff: each concept token's cross-attention map (rows: images)
+            maps = arrays["attention"]
+            fig, ax = plt.subplots(figsize=(0.6 * maps.shape[1] + 0.8, 0.6 * maps.shape[0] + 0.6))
+            ax.imshow(_tile(maps), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"{r['method']}: cross-attention map per concept token", fontsize=8)
+            ax.set_xticks([]); ax.set_yticks([])
+            fig.tight_layout()
+            fig.savefig(plots / f"{stem}__attention.png", dpi=110)
+            plt.close(fig)
         if "traversal" in arrays:
             trav = arrays["traversal"]
             fig, ax = plt.subplots(figsize=(0.6 * trav.shape[1] + 0.8, 0.6 * trav.shape[0] + 0.6))

@@ -209,6 +209,8 @@ def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path
             png = site / f"{model_id}__{name}.png"
             width = _save_panel(arrays[name], name, png)
             caption = {"traversal": "traversal: one row per code dimension, swept from its 2nd to its 98th percentile",
+                       "attention": "cross-attention maps: row = image, column = concept token (weights at the "
+                                    "finest UNet level, averaged over heads and DDIM steps, each map rescaled to [0, 1])",
                        "unit_swap": "unit swap: row c decodes the first image's code with latent unit c taken from "
                                     "each other image (first column: its own code)"}.get(name, name)
             parts.append(f"<div class=panel>{caption}</div><img alt='{name} of {_esc(r['method'])} seed {int(r['seed'])}' "

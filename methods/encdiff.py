@@ -97,12 +97,12 @@ ENCDIFF_DEFAULTS: dict[str, Any] = {
     "ddim_steps": 200,
     "ddim_eta": 1.0,
     # latent DDPM over the codes
-    "latent_dim": 20,
+    "latent_dim": 0,        # 0: the code width, n_units (scalar tokens) or n_units x context_dim (vector)
     "latent_hidden": 512,
     "latent_steps": 100_000,
 }
 ENCDIFF_RANGES: dict[str, Any] = {
-    **DIFFUSION_RANGES, "space": SPACES, "attention_ds": "each >= 1", "conditioning": CONDITIONINGS, "n_units": ">= 1",
+    **DIFFUSION_RANGES, "latent_dim": ">= 0", "space": SPACES, "attention_ds": "each >= 1", "conditioning": CONDITIONINGS, "n_units": ">= 1",
     "context_dim": ">= 1", "token_mode": TOKEN_MODES, "enc_channels": ">= 1", "loss_type": ("l1", "mse"),
 }
 TINY_ENCDIFF: dict[str, Any] = {
@@ -115,7 +115,7 @@ TINY_ENCDIFF: dict[str, Any] = {
     "n_units": 4,
     "context_dim": 8,
     "enc_channels": 16,
-    "latent_dim": 4,
+    "latent_dim": 0,
     "warmup_steps": 0,
     "ddim_steps": 5,
     "schedule": "ldm-linear",
@@ -157,6 +157,14 @@ class EncDiff(AutoencodingDiffusion):
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_ENCDIFF), "paper": {}}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     components = {"first_stage": Component("vq-f4", when=first_stage_needed)}
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        merged = super().check_params(params)
+        if merged["latent_dim"] == 0:  # the code width follows the token mode
+            units = merged["n_units"]
+            merged["latent_dim"] = units if merged["token_mode"] == "scalar" else units * merged["context_dim"]
+        return merged
 
     def __init__(self, **params: Any) -> None:
         # DiffusionFamily's checks minus its AdaGN layout (EncDiff conditions by attention)
@@ -311,6 +319,29 @@ class EncDiff(AutoencodingDiffusion):
                 return net(x, t, tokens).float()
 
         return eps
+
+    @torch.no_grad()
+    def attention_maps(self, x: np.ndarray) -> np.ndarray:
+        """(N, n_units, s, s): each concept token's cross-attention weight at every position of the finest UNet
+        level that has cross-attention (16×16 on the VQ-f4 latents of 64×64 images with ``attention_ds`` ∋ 1),
+        averaged over heads, that level's transformers and the DDIM steps of a reconstruction (the paper's
+        Figure 9); at every position the weights over the tokens sum to 1."""
+        if self.conditioning != "crossattn":
+            raise ValueError(f"{type(self).__name__}: conditioning={self.conditioning!r} has no cross-attention maps")
+        net = self._eval_net("unet")
+        modules = [m.block.attn2 for m in net.modules() if hasattr(m, "block")]
+        for m in modules:
+            m.record = []
+        try:
+            self.reconstruct(x)
+            recorded = [w for m in modules for w in m.record]
+        finally:
+            for m in modules:
+                m.record = None
+        positions = max(w.shape[1] for w in recorded)
+        side = int(round(positions ** 0.5))
+        mean = torch.stack([w for w in recorded if w.shape[1] == positions]).mean(0)  # (N, s*s, n_units)
+        return mean.transpose(1, 2).reshape(len(x), self.n_units, side, side).cpu().numpy()
 
     @torch.no_grad()
     def reconstruct(self, x: np.ndarray) -> np.ndarray:

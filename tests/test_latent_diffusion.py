@@ -151,13 +151,18 @@ def test_encdiff_scales_latents_by_the_first_batch_std_and_needs_its_first_stage
 
 def test_encdiff_variants(first_stage, tiny_data):
     x = tiny_data.images(np.arange(5))
-    vector = EncDiff.from_preset("tiny", token_mode="vector", latent_dim=32, **FAST).fit(
+    vector = EncDiff.from_preset("tiny", token_mode="vector", **FAST).fit(
         tiny_data, seed=0, components={"first_stage": first_stage})
+    assert vector.latent_dim == 32  # n_units x context_dim, from latent_dim = 0
     assert "latent_units" in vector.capabilities and vector.latent_unit_dim == 8 and vector.encode(x).shape == (5, 32)
+    from bench.runner import _unit_encoder
+
+    reduced = _unit_encoder(vector.encode, vector, tiny_data, seed=0)(x)  # the paper's per-unit PCA
+    assert reduced.shape == (5, vector.n_units)  # one column per token
     pixel = EncDiff.from_preset("tiny", space="pixel", **FAST).fit(tiny_data, seed=0)
     assert pixel.diffusion_shape == tiny_data.image_shape and pixel.sample(2).shape == (2, *tiny_data.image_shape)
     with pytest.raises(ValueError, match="latent_dim .* must be 32"):
-        EncDiff.from_preset("tiny", token_mode="vector")
+        EncDiff.from_preset("tiny", token_mode="vector", latent_dim=4)
 
 
 def test_a_grid_trains_one_first_stage_for_every_latent_encdiff_and_none_for_pixel_space():
@@ -172,3 +177,25 @@ def test_a_grid_trains_one_first_stage_for_every_latent_encdiff_and_none_for_pix
     assert len(vq) == 1 and len(cells) == 4
     assert {tuple(m.components.values()) for m in cells if m.params["space"] == "latent"} == {(vq[0].id,)}
     assert all(not m.components for m in cells if m.params["space"] == "pixel")
+
+
+def test_first_stage_round_trip_beats_a_tenth_of_the_data_variance(tiny_data):
+    """Bound: predicting every pixel by its mean over the data has MSE = the per-pixel variance
+    (about 0.09 on TinyBars); a working autoencoder must get below a tenth of that on its training images."""
+    vq = VQF4.from_preset("tiny", steps=250, holdout=0).fit(tiny_data, seed=0)
+    x = tiny_data.images(np.arange(len(tiny_data)))
+    variance = float(x.var(axis=0).mean())
+    assert float(((vq.reconstruct(x) - x) ** 2).mean()) < 0.1 * variance
+
+
+def test_attention_maps_are_per_token_weights_that_sum_to_one(first_stage, tiny_data):
+    model = EncDiff.from_preset("tiny", attention_ds=[1, 2], **FAST).fit(tiny_data, seed=0,
+                                                                          components={"first_stage": first_stage})
+    x = tiny_data.images(np.arange(3))
+    maps = model.attention_maps(x)
+    side = model.diffusion_shape[1]
+    assert maps.shape == (3, model.n_units, side, side)
+    np.testing.assert_allclose(maps.sum(axis=1), 1.0, rtol=1e-5)  # at every pixel, over the tokens
+    adagn = EncDiff.from_preset("tiny", conditioning="adagn")
+    with pytest.raises(ValueError, match="no cross-attention maps"):
+        adagn.attention_maps(x)

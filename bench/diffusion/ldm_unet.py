@@ -81,6 +81,8 @@ class _Attention(nn.Module):
         super().__init__()
         inner, context_dim = heads * dim_head, context_dim or dim
         self.heads = heads
+        #: when a list, every forward appends its attention weights averaged over heads, (B, N, M)
+        self.record: list[torch.Tensor] | None = None
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
@@ -91,7 +93,13 @@ class _Attention(nn.Module):
         B, N, _ = x.shape
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         split = lambda t: t.reshape(B, t.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v).to(q.dtype))
+        q, k, v = split(q), split(k), split(v).to(q.dtype)
+        if self.record is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # the same attention, with its weights kept (for EncDiff's attention-map figure)
+            weights = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+            self.record.append(weights.mean(1).detach())
+            out = weights @ v
         return self.to_out(out.transpose(1, 2).reshape(B, N, -1))
 
 

@@ -11,8 +11,11 @@ drawn without replacement from the dataset with the evaluation seed):
 * ``probe_mlp``: a one-hidden-layer MLP (App. F: "a single layered non-linear MLP network
   for 50 epochs"; scikit-learn's ``MLPClassifier(hidden_layer_sizes=(hidden,),
   max_iter=epochs)``, Adam, ReLU) on standardised codes (scaler fitted on the train rows);
-* ``probe_svc<k>``: scikit-learn's ``SVC()`` with default hyperparameters on the codes of the
-  first k of the train rows, for each k in ``few_shot`` (App. E: 100 and 1,000 labels).
+* ``probe_svc<k>``: scikit-learn's ``SVC()`` with default hyperparameters on the standardised
+  codes of the first k of the train rows, for each k in ``few_shot`` (App. E: 100 and 1,000
+  labels). Standardised (with the scaler of all train rows, which needs no labels): on raw
+  codes of small variance — SimCLR's features vary by ~1e-5 per dimension — the default
+  RBF SVC stays at chance (measured on Fashion-MNIST: 0.16 raw, 0.72 standardised).
 
 Output keys: ``probe_mlp``, ``probe_svc100``, … and, for a time-conditioned code, the same
 with ``_t0.0`` … ``_t1.0`` appended per t plus ``probe_mlp_best_t``; the unsuffixed keys then
@@ -68,8 +71,8 @@ def probe_from_codes(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y
         if len(np.unique(y_train[:k])) < 2:
             out[f"probe_svc{k}"] = float("nan")
             continue
-        svc = SVC().fit(train[:k], y_train[:k])
-        out[f"probe_svc{k}"] = float(np.mean(svc.predict(test) == y_test))
+        svc = SVC().fit(scaler.transform(train[:k]), y_train[:k])
+        out[f"probe_svc{k}"] = float(np.mean(svc.predict(scaler.transform(test)) == y_test))
     return out
 
 
