@@ -706,7 +706,7 @@ def adopt_legacy(plan: Plan, store: Store, context: dict[str, Any]) -> int:
         cls_version = str(first["method_version"]) if first is not None and pd.notna(first.get("method_version")) else None
         ds_version = str(first["dataset_version"]) if first is not None and pd.notna(first.get("dataset_version")) else None
         match = next((m for m in models.values() if m.method == config.get("method") and m.dataset == config.get("dataset")
-                      and m.seed == config.get("seed") and m.identity_params == config.get("params") and not m.components
+                      and m.seed == config.get("seed") and m.identity_params == _without(config.get("params"), m.omitted) and not m.components
                       and cls_version in (None, m.method_version) and ds_version in (None, m.dataset_version)), None)
         if match is None or worker.status(match) == DONE:
             continue
@@ -736,6 +736,11 @@ def adopt_legacy(plan: Plan, store: Store, context: dict[str, Any]) -> int:
         print(f"bench: adopted {adopted} finished model(s) from the earlier layout ({legacy}) without retraining; "
               "the old folders are kept", file=sys.stderr)
     return adopted
+
+
+def _without(params: Any, keys: tuple[str, ...]) -> Any:
+    """``params`` less ``keys`` (a stored config may or may not hold the options added since)."""
+    return {k: v for k, v in params.items() if k not in keys} if isinstance(params, dict) else params
 
 
 def _adopt_legacy_rows(old_rows: pd.DataFrame, model: ModelStage, evals: dict, worker: Worker, store: Store,

@@ -47,6 +47,12 @@ def reference(repo: str) -> dict[str, dict]:
             oa = _import_with_stubs("ldm.modules.diffusionmodules.openaimodel_enc", ("ldm",))
         finally:
             sys.path.remove(tmp)
+    # UNetModel.__init__ imports omegaconf's ListConfig at run time (only for an isinstance check)
+    import types
+
+    for name in ("omegaconf", "omegaconf.listconfig"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["omegaconf.listconfig"].ListConfig = list
     dd = dict(ch=32, out_ch=3, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=[], dropout=0.0, in_channels=3,
               resolution=64, z_channels=3, double_z=False)
     enc, dec = model.Encoder(**dd), model.Decoder(**dd)
