@@ -322,14 +322,20 @@ class DiffusionFamily(Adapter):
             emas=[(ema, self._nets()[name]) for name, ema in self.emas_.items()], amp=self._amp, grad_clip=self.grad_clip,
         )
 
-    def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
-        """The random inputs of one step, all drawn on the device from the state's generator."""
+    def _draw_images(self, state: TrainState) -> torch.Tensor:
+        """A minibatch of pool images in model space, flipped at random with ``hflip``."""
         gen, dev, B = state.generator, state.device, self.batch_size
         idx = torch.randint(0, state.pool.shape[0], (B,), generator=gen, device=dev)
         x0 = self._images_in(state.pool[idx])
         if self.hflip:  # random horizontal flips (DiffAE, InfoDiffusion and PDAE train CelebA/FFHQ with them)
             flip = torch.rand((B,), generator=gen, device=dev) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        return x0
+
+    def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
+        """The random inputs of one step, all drawn on the device from the state's generator."""
+        gen, dev, B = state.generator, state.device, self.batch_size
+        x0 = self._draw_images(state)
         t = torch.randint(0, self.timesteps, (B,), generator=gen, device=dev)
         noise = torch.randn(x0.shape, generator=gen, device=dev)
         return {"x0": x0, "t": t, "noise": noise}

@@ -290,11 +290,7 @@ class DRL(AutoencodingDiffusion):
     # -- training ----------------------------------------------------------------------
     def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
         gen, dev, B = state.generator, state.device, self.batch_size
-        idx = torch.randint(0, state.pool.shape[0], (B,), generator=gen, device=dev)
-        x0 = self._images_in(state.pool[idx])
-        if self.hflip:
-            flip = torch.rand((B,), generator=gen, device=dev) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = self._draw_images(state)
         u = torch.rand((B,), generator=gen, device=dev)
         if self.t_sampling == "sigma-uniform":  # sigma(t) ~ U(sigma_min, sigma_max)  (paper §3.3)
             sigma = self.sigma_min + u * (self.sigma_max - self.sigma_min)

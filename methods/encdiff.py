@@ -293,11 +293,7 @@ class EncDiff(AutoencodingDiffusion):
     # -- training ----------------------------------------------------------------------
     def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
         gen, dev, B = state.generator, state.device, self.batch_size
-        idx = torch.randint(0, state.pool.shape[0], (B,), generator=gen, device=dev)
-        img = self._images_in(state.pool[idx])
-        if self.hflip:
-            flip = torch.rand((B,), generator=gen, device=dev) < 0.5
-            img = torch.where(flip[:, None, None, None], img.flip(-1), img)
+        img = self._draw_images(state)
         x0 = self._to_diffusion(img)
         t = torch.randint(0, self.timesteps, (B,), generator=gen, device=dev)
         return {"img": img, "x0": x0, "t": t, "noise": torch.randn(x0.shape, generator=gen, device=dev)}
