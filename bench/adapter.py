@@ -18,6 +18,8 @@ Every method in ``methods/`` subclasses :class:`Adapter`:
   ``"sample"``, ``"decode"``, ``"reconstruct"``, ``"stochastic_encode"``, ``"latent_units"``
   (multi-dimensional latent units; then ``latent_unit_dim`` > 1), ``"time_conditioned"``
   (``encode(x, t=...)`` gives a code per diffusion time t ∈ [0, 1]);
+* optionally ``extra_figures(originals) -> {name: (rows, cols, C, H, W) array}``: method-specific
+  panels the runner stores with the figures and the report/site draw (EncDiff's attention maps);
 * ``save(path)`` / ``load(path)`` round-trip a fitted adapter; checkpoints are loaded
   with ``torch.load(..., weights_only=True)``.
 """

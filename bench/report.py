@@ -184,12 +184,12 @@ def _probe_t_plots(rows: pd.DataFrame, plots: Path) -> None:
         timed = timed.assign(probe=parsed[0], t=parsed[1].astype(float))
         probes = sorted(timed["probe"].unique(), key=lambda p: (p != "probe_mlp", p))
         ts = sorted(timed["t"].unique())
+        timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
         fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes), 3.4), squeeze=False)
         for ax, probe in zip(axes[0], probes):
             for (method, config), line in timed[timed["probe"] == probe].groupby(["method", "config_id"]):
                 means = line.groupby("t")["value"].mean()
                 ax.plot(means.index, means.values, marker="o", label=f"{method} ({config})")
-            timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
             flat = sub[(sub["metric"] == probe)]
             for (method, config), line in flat.groupby(["method", "config_id"]):
                 if (method, config) in timed_keys:

@@ -633,10 +633,8 @@ def _write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps:
         arrays["traversal"] = images.reshape(codes.shape[1], steps, *images.shape[1:])
         if "latent_units" in adapter.capabilities:
             arrays["unit_swap"] = _unit_swaps(adapter, originals, steps - 1)
-    if hasattr(adapter, "attention_maps") and getattr(adapter, "conditioning", None) == "crossattn":
-        maps = adapter.attention_maps(originals[:4])  # (images, tokens, s, s): EncDiff's concept-token maps
-        lo, hi = maps.min(axis=(2, 3), keepdims=True), maps.max(axis=(2, 3), keepdims=True)
-        arrays["attention"] = ((maps - lo) / np.maximum(hi - lo, 1e-12))[:, :, None]
+    if hasattr(adapter, "extra_figures"):  # method-specific panels (EncDiff's cross-attention maps)
+        arrays.update(adapter.extra_figures(originals))
     tmp = folder / "figures.tmp.npz"
     np.savez_compressed(tmp, **{k: v.astype(np.float16) for k, v in arrays.items()})
     tmp.replace(folder / "figures.npz")

@@ -73,6 +73,14 @@ def infodiffusion_lr_factor(step: int, steps_per_epoch: int, epochs: int) -> flo
         return 2.0
     return 1.0 + math.cos(math.pi * (epoch - 2) / epochs)
 
+
+def infodiffusion_scheduler(optimizer: torch.optim.Optimizer, n_items: int, batch_size: int,
+                            steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`infodiffusion_lr_factor` as a per-step scheduler; an epoch = one pass over ``n_items`` at ``batch_size``."""
+    per_epoch = max(1, math.ceil(n_items / batch_size))
+    epochs = max(1, math.ceil(steps / per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: infodiffusion_lr_factor(s, per_epoch, epochs))
+
 #: hyperparameters shared by every diffusion adapter (values: the DDPM ``paper`` preset)
 DIFFUSION_DEFAULTS: dict[str, Any] = {
     # denoiser UNet
@@ -208,20 +216,25 @@ class DiffusionFamily(Adapter):
 
     defaults: ClassVar[dict[str, Any]] = dict(DIFFUSION_DEFAULTS)
     ranges = DIFFUSION_RANGES
+    #: hyperparameter -> its allowed names, checked at construction (a method overrides the table for its own keys)
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "schedule": SCHEDULES, "cond_layout": LAYOUTS, "sampler": SAMPLERS, "spacing": SPACINGS,
+        "lr_schedule": LR_SCHEDULES, "latent_schedule": SCHEDULES, "latent_loss": ("mse", "l1"),
+    }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._check_choice("schedule", SCHEDULES)
-        self._check_choice("cond_layout", LAYOUTS)
-        self._check_choice("sampler", SAMPLERS)
-        self._check_choice("spacing", SPACINGS)
-        self._check_choice("lr_schedule", LR_SCHEDULES)
+        for key, allowed in self.choices.items():
+            if key in self._params:
+                self._check_choice(key, allowed)
         if self.lr_schedule != "constant" and self.warmup_steps:
             raise ValueError(f"{type(self).__name__}: warmup_steps={self.warmup_steps} applies to lr_schedule='constant' "
                              f"only; lr_schedule={self.lr_schedule!r} has its own warm-up")
-        make_schedule(self.schedule, self.timesteps)  # fails now, not after training, on a bad (schedule, T)
-        if not 1 <= self.ddim_steps <= self.timesteps:
-            raise ValueError(f"{type(self).__name__}: ddim_steps must be in [1, timesteps={self.timesteps}], got {self.ddim_steps}")
+        if "schedule" in self._params:  # a discrete DDPM (DRL's SDE has none)
+            make_schedule(self.schedule, self.timesteps)  # fails now, not after training, on a bad (schedule, T)
+            if not 1 <= self.ddim_steps <= self.timesteps:
+                raise ValueError(f"{type(self).__name__}: ddim_steps must be in [1, timesteps={self.timesteps}], "
+                                 f"got {self.ddim_steps}")
 
     def _check_choice(self, key: str, choices: tuple[str, ...]) -> None:
         if self._params[key] not in choices:
@@ -303,10 +316,7 @@ class DiffusionFamily(Adapter):
         )
         scheduler = None
         if self.lr_schedule == "infodiffusion":  # per epoch, an epoch = one pass over the training set
-            per_epoch = max(1, math.ceil(len(data) / self.batch_size))
-            epochs = max(1, math.ceil(self.steps / per_epoch))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: infodiffusion_lr_factor(s, per_epoch, epochs))
+            scheduler = infodiffusion_scheduler(optimizer, len(data), self.batch_size, self.steps)
         elif self.warmup_steps > 0:
             warm = self.warmup_steps
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
@@ -547,8 +557,6 @@ class AutoencodingDiffusion(DiffusionFamily):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._check_choice("latent_schedule", SCHEDULES)
-        self._check_choice("latent_loss", ("mse", "l1"))
         make_schedule(self.latent_schedule, self.latent_timesteps)
         if not 1 <= self.latent_ddim_steps <= self.latent_timesteps:
             raise ValueError(

@@ -57,15 +57,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.adapter import Adapter, NotGenerativeError
-from bench.diffusion.samplers import SPACINGS
-from bench.diffusion.schedules import SCHEDULES
+from bench.adapter import NotGenerativeError
 from bench.diffusion.sde import SDES, dsm_loss, make_sde, ode_solve, pc_sample
 from bench.diffusion.unet import GaussianFourierProjection, UNet, _DownPath, _group_norm, timestep_embedding
 from methods.backbones import WideResNet
 from methods.diffusion_base import (
-    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, LR_SCHEDULES, TINY_LATENT_DDPM, TINY_NET,
-    AutoencodingDiffusion, TrainState, native_convs,
+    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, TINY_NET, AutoencodingDiffusion,
+    TrainState, native_convs,
 )
 from methods.priors import GaussianPrior
 
@@ -212,20 +210,12 @@ class DRL(AutoencodingDiffusion):
                                                     "paper-mnist": dict(PAPER_MNIST)}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     variational: ClassVar[bool] = False
+    # no discrete DDPM keys (schedule, cond_layout; "sampler" names the SDE samplers)
+    choices = {**{k: v for k, v in AutoencodingDiffusion.choices.items() if k not in _DISCRETE},
+               "sampler": SAMPLERS, "sde": SDES, "encoder": ENCODERS, "t_sampling": T_SAMPLINGS}
 
     def __init__(self, **params: Any) -> None:
-        # the discrete-DDPM checks of DiffusionFamily do not apply; the latent DDPM's and the SDE's do
-        Adapter.__init__(self, **params)
-        for key, choices in (("sde", SDES), ("encoder", ENCODERS), ("sampler", SAMPLERS), ("t_sampling", T_SAMPLINGS),
-                             ("lr_schedule", LR_SCHEDULES), ("spacing", SPACINGS), ("latent_schedule", SCHEDULES),
-                             ("latent_loss", ("mse", "l1"))):
-            self._check_choice(key, choices)
-        if self.lr_schedule != "constant" and self.warmup_steps:
-            raise ValueError(f"{type(self).__name__}: warmup_steps={self.warmup_steps} applies to lr_schedule='constant' "
-                             f"only; lr_schedule={self.lr_schedule!r} has its own warm-up")
-        if not 1 <= self.latent_ddim_steps <= self.latent_timesteps:
-            raise ValueError(f"{type(self).__name__}: latent_ddim_steps must be in [1, latent_timesteps="
-                             f"{self.latent_timesteps}], got {self.latent_ddim_steps}")
+        super().__init__(**params)
         make_sde(self.sde, sigma_min=self.sigma_min, sigma_max=self.sigma_max, beta_min=self.beta_min,
                  beta_max=self.beta_max)  # bad SDE parameters fail here, before training
         if self.t_sampling == "sigma-uniform" and self.sde != "ve":

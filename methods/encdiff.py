@@ -50,14 +50,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.adapter import Adapter, Component
+from bench.adapter import Component
 from bench.diffusion.encoders import DisDiffEncoder
 from bench.diffusion.ldm_unet import CONDITIONINGS, CrossAttentionUNet
-from bench.diffusion.samplers import SPACINGS, DDIMSampler, DDPMSampler, Denoiser, epsilon_loss
-from bench.diffusion.schedules import SCHEDULES, make_schedule
+from bench.diffusion.samplers import DDIMSampler, DDPMSampler, Denoiser, epsilon_loss
+from bench.diffusion.schedules import make_schedule
 from methods.diffusion_base import (
-    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, LR_SCHEDULES, SAMPLERS, TINY_LATENT_DDPM, TINY_NET,
-    AutoencodingDiffusion, TrainState,
+    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, TINY_NET, AutoencodingDiffusion,
+    TrainState,
 )
 
 SPACES = ("latent", "pixel")
@@ -166,23 +166,11 @@ class EncDiff(AutoencodingDiffusion):
             merged["latent_dim"] = units if merged["token_mode"] == "scalar" else units * merged["context_dim"]
         return merged
 
+    choices = {**{k: v for k, v in AutoencodingDiffusion.choices.items() if k != "cond_layout"},
+               "space": SPACES, "token_mode": TOKEN_MODES, "conditioning": CONDITIONINGS}
+
     def __init__(self, **params: Any) -> None:
-        # DiffusionFamily's checks minus its AdaGN layout (EncDiff conditions by attention)
-        Adapter.__init__(self, **params)
-        for key, choices in (("schedule", SCHEDULES), ("sampler", SAMPLERS), ("spacing", SPACINGS),
-                             ("lr_schedule", LR_SCHEDULES), ("latent_schedule", SCHEDULES), ("latent_loss", ("mse", "l1"))):
-            self._check_choice(key, choices)
-        make_schedule(self.schedule, self.timesteps)
-        if not 1 <= self.ddim_steps <= self.timesteps:
-            raise ValueError(f"{type(self).__name__}: ddim_steps must be in [1, timesteps={self.timesteps}], got {self.ddim_steps}")
-        if not 1 <= self.latent_ddim_steps <= self.latent_timesteps:
-            raise ValueError(f"{type(self).__name__}: latent_ddim_steps must be in [1, latent_timesteps="
-                             f"{self.latent_timesteps}], got {self.latent_ddim_steps}")
-        if self.lr_schedule != "constant" and self.warmup_steps:
-            raise ValueError(f"{type(self).__name__}: warmup_steps={self.warmup_steps} applies to lr_schedule='constant' "
-                             f"only; lr_schedule={self.lr_schedule!r} has its own warm-up")
-        for key, choices in (("space", SPACES), ("token_mode", TOKEN_MODES), ("conditioning", CONDITIONINGS)):
-            self._check_choice(key, choices)
+        super().__init__(**params)  # EncDiff conditions by attention: no AdaGN layout to check
         expected = self.n_units if self.token_mode == "scalar" else self.n_units * self.context_dim
         if self.latent_dim != expected:
             raise ValueError(f"{type(self).__name__}: latent_dim (the code width the latent DDPM models) must be "
@@ -338,6 +326,14 @@ class EncDiff(AutoencodingDiffusion):
         side = int(round(positions ** 0.5))
         mean = torch.stack([w for w in recorded if w.shape[1] == positions]).mean(0)  # (N, s*s, n_units)
         return mean.transpose(1, 2).reshape(len(x), self.n_units, side, side).cpu().numpy()
+
+    def extra_figures(self, originals: np.ndarray) -> dict[str, np.ndarray]:
+        """The runner's extra panels: ``attention`` (images, tokens, 1, s, s), each map rescaled to [0, 1]."""
+        if self.conditioning != "crossattn":
+            return {}
+        maps = self.attention_maps(originals[:4])
+        lo, hi = maps.min(axis=(2, 3), keepdims=True), maps.max(axis=(2, 3), keepdims=True)
+        return {"attention": ((maps - lo) / np.maximum(hi - lo, 1e-12))[:, :, None]}
 
     @torch.no_grad()
     def reconstruct(self, x: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.adapter import Adapter, DivergedError, as_images, resolve_device, seed_everything
-from methods.diffusion_base import infodiffusion_lr_factor
+from methods.diffusion_base import infodiffusion_scheduler
 from methods.nets import ConvDecoder, ConvEncoder, InfoDiffusionBaselineEncoder, infodiffusion_baseline_decoder
 from methods.priors import GaussianPrior, make_prior
 
@@ -213,9 +213,7 @@ class AutoencoderFamily(Adapter):
         )
         scheduler = None
         if self.lr_schedule == "infodiffusion":  # per epoch, an epoch = one pass over the training set
-            per_epoch = max(1, math.ceil(len(data) / self.batch_size))
-            epochs = max(1, math.ceil(self.steps / per_epoch))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: infodiffusion_lr_factor(s, per_epoch, epochs))
+            scheduler = infodiffusion_scheduler(optimiser, len(data), self.batch_size, self.steps)
         self.history_: list[tuple[int, float]] = []
         nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
         bar = tqdm(range(1, self.steps + 1), desc=f"fit {type(self).__name__}", disable=not progress, leave=False)

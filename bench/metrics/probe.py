@@ -105,10 +105,9 @@ def latent_probe(
         raise ValueError(f"t_values must be times in [0, 1], got {t_values!r}")
 
     def codes(indices: np.ndarray, t: float | None) -> np.ndarray:
-        parts = [np.asarray(encode(dataset.images(indices[i:i + encode_batch_size]), t=t), np.float64)
-                 if timed else np.asarray(encode(dataset.images(indices[i:i + encode_batch_size])), np.float64)
-                 for i in range(0, len(indices), encode_batch_size)]
-        return np.concatenate(parts)
+        call = (lambda x: encode(x, t=t)) if timed else encode  # a plain encode function takes no t
+        return np.concatenate([np.asarray(call(dataset.images(indices[i:i + encode_batch_size])), np.float64)
+                               for i in range(0, len(indices), encode_batch_size)])
 
     per_t = {t: probe_from_codes(codes(train_idx, t), y_train, codes(test_idx, t), y_test, hidden=hidden,
                                  epochs=epochs, few_shot=few_shot, seed=seed) for t in ts}
