@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import reported, site
 from bench.results import FAILED, OK, read_results, write_csv_atomic
+from bench.tables import digits, grid_rows, reported_note, tile_grid
+from bench.trainlog import read_log
 
 #: metrics shown first, in this order; any other metric follows alphabetically
 PREFERRED = ["factorvae", "dci_disentanglement", "dci_completeness", "dci_informativeness"]
@@ -49,11 +52,6 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def grid_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the grid's models: components (trained for other methods only) left out."""
-    return rows[rows["role"].fillna("model") != "component"] if "role" in rows else rows
-
-
 def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
     """Per setting, the number of seeds with no failed row."""
     keys = ["dataset", "method", "config_id"]
@@ -84,23 +82,6 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
 
 
-def reported_note(r: pd.Series, metric: str) -> str:
-    """`` (published 0.819 ± 0.003, Δ −0.159)`` for a line with a published counterpart, else ``""``."""
-    value = r.get(f"{metric}_reported", np.nan)
-    if value is None or pd.isna(value):
-        return ""
-    d = digits(value)
-    std = r.get(f"{metric}_reported_std", np.nan)
-    text = f"{value:.{d}f}" + ("" if pd.isna(std) else f" ± {std:.{d}f}")
-    diff = r.get(f"{metric}_diff", np.nan)
-    return f" (published {text}" + ("" if pd.isna(diff) else f", Δ {diff:+.{d}f}") + ")"
-
-
-def digits(mean: float) -> int:
-    """Decimals shown for a mean (and its std): 1 from 100 up, else 3."""
-    return 1 if abs(mean) >= 100 else 3
-
-
 def _fmt(mean: float, std: float) -> str:
     d = digits(mean)
     return f"{mean:.{d}f} ± {std:.{d}f}"
@@ -108,8 +89,6 @@ def _fmt(mean: float, std: float) -> str:
 
 def regenerate(results_dir: Path) -> dict[str, Path]:
     """Rebuild leaderboard.md/.csv and plots/ from ``results_dir/results.csv``."""
-    from bench import reported
-
     rows = read_results(results_dir / "results.csv")
     published = reported.load()
     board = reported.attach(leaderboard(rows), grid_rows(rows), published)
@@ -129,14 +108,12 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     _image_figures(rows, results_dir, plots)
     _loss_curves(rows, results_dir, plots)
     out["plots"] = plots
-    from bench import site
-
     out["index"] = site.build(results_dir, rows, board)
     return out
 
 
 def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy (matplotlib, seaborn): imported only when plots are drawn, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -171,7 +148,7 @@ def _probe_t_plots(rows: pd.DataFrame, plots: Path) -> None:
     per_t = ok[ok["metric"].str.match(_PER_T.pattern)]
     if per_t.empty and not ok["metric"].isin(["probe_mlp"]).any():
         return
-    import matplotlib
+    import matplotlib  # heavy: imported only when plots are drawn, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -206,7 +183,7 @@ def _probe_t_plots(rows: pd.DataFrame, plots: Path) -> None:
 
 def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
     """Per dataset × method: reconstructions and samples, and a latent traversal (lowest seed)."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when plots are drawn, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -221,7 +198,7 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
         panels = [(k, arrays[k]) for k in ("originals", "reconstructions", "samples") if k in arrays]
         fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.2 * len(panels) + 0.3), squeeze=False)
         for ax, (name, imgs) in zip(axes[:, 0], panels):
-            ax.imshow(_tile(imgs[None, :8] if name != "samples" else imgs.reshape(2, -1, *imgs.shape[1:])), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(tile_grid(imgs[None, :8] if name != "samples" else imgs.reshape(2, -1, *imgs.shape[1:])), cmap="gray", vmin=0, vmax=1)
             ax.set_ylabel(name, fontsize=8)
             ax.set_xticks([]); ax.set_yticks([])
         fig.suptitle(f"{r['method']} on {r['dataset']} (seed {r['seed']})", fontsize=9)
@@ -231,7 +208,7 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
         if "attention" in arrays:  # EncDiff: each concept token's cross-attention map (rows: images)
             maps = arrays["attention"]
             fig, ax = plt.subplots(figsize=(0.6 * maps.shape[1] + 0.8, 0.6 * maps.shape[0] + 0.6))
-            ax.imshow(_tile(maps), cmap="viridis", vmin=0, vmax=1)
+            ax.imshow(tile_grid(maps), cmap="viridis", vmin=0, vmax=1)
             ax.set_title(f"{r['method']}: cross-attention map per concept token", fontsize=8)
             ax.set_xticks([]); ax.set_yticks([])
             fig.tight_layout()
@@ -240,7 +217,7 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
         if "traversal" in arrays:
             trav = arrays["traversal"]
             fig, ax = plt.subplots(figsize=(0.6 * trav.shape[1] + 0.8, 0.6 * trav.shape[0] + 0.6))
-            ax.imshow(_tile(trav), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(tile_grid(trav), cmap="gray", vmin=0, vmax=1)
             ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
             ax.set_yticklabels([f"z{i}" for i in range(trav.shape[0])], fontsize=7)
             ax.set_xticks([])
@@ -258,12 +235,10 @@ def _first_seeds(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _loss_curves(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
     """Per dataset: the training loss of every method's seeds against the step (from each stage's train_log)."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when plots are drawn, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from bench.trainlog import read_log
 
     if "model_id" not in rows:
         return
@@ -285,10 +260,3 @@ def _loss_curves(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
             fig.tight_layout()
             fig.savefig(plots / f"{dataset}__loss.png", dpi=110)
         plt.close(fig)
-
-
-def _tile(grid: np.ndarray) -> np.ndarray:
-    """(rows, cols, C, H, W) → one (rows·H, cols·W[, C]) image."""
-    rows, cols, c, h, w = grid.shape
-    img = grid.astype(np.float32).transpose(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
-    return img[..., 0] if c == 1 else np.clip(img, 0, 1)

@@ -14,11 +14,14 @@ import json
 import os
 import platform
 import subprocess
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from bench.store import FileLock
 
 COLUMNS = [
     "model_id", "eval_id", "stage", "role", "config_id", "profile", "method", "method_version", "preset", "dataset",
@@ -27,6 +30,16 @@ COLUMNS = [
 ]
 _ID_COLUMNS = {"model_id": str, "eval_id": str, "config_id": str, "reason": str, "components": str}
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+def make_row(base: dict, metric: str, value: float, status: str, reason: str | None = None,
+             metric_params: dict | None = None, eval_seconds: float | None = None) -> dict[str, Any]:
+    """One tidy row: ``base`` (the model's and stage's columns) with a metric, its value and status."""
+    return {
+        **base, "metric": metric, "value": value, "status": status, "reason": reason,
+        "metric_params": json.dumps(metric_params or {}, sort_keys=True), "eval_seconds": eval_seconds,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -119,8 +132,6 @@ def write_results(results_dir: Path, folders, columns: dict[str, Any] | None = N
     ``folders`` is called inside the lock, so a writer that comes last has seen every stage
     that finished before it; ``columns`` overwrites columns (a value, or a function of the frame).
     """
-    from bench.store import FileLock
-
     path = results_dir / "results.csv"
     with FileLock(results_dir / "results.csv.lock"):
         frames = [f for f in (read_rows(folder / "rows.csv") for folder in folders()) if f is not None and len(f)]

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report import digits as report_digits, grid_rows
 from bench.results import FAILED
+from bench.status import collect, total
+from bench.tables import digits, grid_rows, reported_note, tile_grid
 
-#: the figure panels a model stage writes (bench.runner._write_figures), in display order
+#: the figure panels a model stage writes (bench.figures.write_figures), in display order
 PANELS = ("originals", "reconstructions", "samples", "traversal")
 
 _STYLE = """
@@ -74,8 +75,6 @@ document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener
 
 def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame) -> Path:
     """Write ``index.html`` and ``site/`` under ``results_dir``; returns the page's path."""
-    from bench.status import collect
-
     site = results_dir / "site"
     site.mkdir(parents=True, exist_ok=True)
     status = collect(results_dir)
@@ -106,8 +105,6 @@ def _status_section(status: dict) -> str:
     lines = ["<h2 id=status>Grid status</h2><table class=status><thead><tr><th class=name>stages</th><th>done</th>"
              "<th>running</th><th>failed</th><th>pending</th></tr></thead><tbody>"]
     reasons = []
-    from bench.status import total
-
     for role, b in status["roles"].items():
         if not total(b):
             continue
@@ -124,8 +121,8 @@ def _status_section(status: dict) -> str:
 
 
 def _fmt(mean: float, std: float) -> str:
-    digits = report_digits(mean)
-    return f"{mean:.{digits}f} <span class=std>± {std:.{digits}f}</span>"
+    d = digits(mean)
+    return f"{mean:.{d}f} <span class=std>± {std:.{d}f}</span>"
 
 
 def _leaderboard_section(board: pd.DataFrame) -> str:
@@ -161,8 +158,6 @@ def _leaderboard_section(board: pd.DataFrame) -> str:
 
 def _published(r: pd.Series, metric: str) -> str:
     """The paper's value for the same setting, marked as published (never in the measured place)."""
-    from bench.report import reported_note
-
     note = reported_note(r, metric).strip()
     return f" <span class=published title='{_esc(r.get(metric + '_reported_in', ''))}'>{_esc(note)}</span>" if note else ""
 
@@ -224,18 +219,16 @@ def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path
 
 def _save_panel(images: np.ndarray, name: str, path: Path) -> int:
     """Tile a panel into a PNG (small images enlarged up to 3x); returns its width in pixels."""
-    import matplotlib
+    import matplotlib  # heavy: imported only when a panel is drawn, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from bench.report import _tile
 
     if images.ndim == 5:  # (rows, cols, C, H, W): traversals, unit swaps, ...
         grid = images
     else:
         grid = images.reshape(2, -1, *images.shape[1:]) if name == "samples" and len(images) % 2 == 0 else images[None]
-    tile = _tile(grid.astype(np.float32))
+    tile = tile_grid(grid.astype(np.float32))
     scale = max(1, 256 // max(1, tile.shape[0]))
     tile = np.repeat(np.repeat(tile, min(scale, 3), axis=0), min(scale, 3), axis=1)
     plt.imsave(path, np.clip(tile, 0, 1), cmap="gray", vmin=0, vmax=1)

@@ -1,7 +1,9 @@
 """Parameters and FLOPs per training image of EncDiff's first stage and UNet: ours beside the reference's.
 
-The reference is SelenaGeRuiqi/EncDiff at its first commit 596a29d (the authors' code), taken from the
-bare git mirror (``git archive 596a29d ldm``), its networks built with the shipped Shapes3D configs
+The reference is SelenaGeRuiqi/EncDiff at its first commit 596a29d (the authors' code), taken from a
+local checkout (a clone or a bare mirror, ``git archive 596a29d ldm``) named by ``--reference PATH``
+or ``$BENCH_REFERENCE_ENCDIFF`` (the script stops with the ``git clone`` line to run when it is
+missing), its networks built with the shipped Shapes3D configs
 (``configs/autoencoder/shapes3d_vq_4_16.yaml``, ``configs/latent-diffusion/shapes3d-vq-4-16-encdiff.yaml``).
 Its forward needs ``einops`` (``pip install einops``; not a dependency of this project); other
 third-party imports (omegaconf, pytorch_lightning, taming, ...) are stubbed as in
@@ -14,7 +16,7 @@ attention kernels, 2 per multiply-add), per image at batch 1, on the CPU:
 * UNet: one ε-prediction on a 16×16×3 latent with the concept tokens of one image (the encoder
   included), L1 loss, and its backward.
 
-Run: ``python benchmarks/encdiff_counts.py [--repo /work/.mirror/SelenaGeRuiqi+EncDiff/repo]``.
+Run: ``python benchmarks/encdiff_counts.py [--reference PATH/TO/EncDiff]``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from benchmarks.reference_counts import _import_with_stubs, count  # noqa: E402
+from benchmarks.reference_counts import (  # noqa: E402
+    REFERENCES, MissingReference, _import_with_stubs, count, reference_git_dir,
+)
 
-DEFAULT_REPO = "/work/.mirror/SelenaGeRuiqi+EncDiff/repo"
 COMMIT = "596a29d"
 
 
 def reference(repo: str) -> dict[str, dict]:
+    """Count the reference's networks; ``repo``: its git directory (:func:`reference_git_dir`)."""
     with tempfile.TemporaryDirectory(prefix="encdiff_ref_") as tmp:
         r = subprocess.run(["git", f"--git-dir={repo}", "archive", COMMIT, "ldm"], capture_output=True, check=True)
         with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tf:
@@ -110,15 +114,21 @@ def ours() -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repo", default=DEFAULT_REPO, help="bare git mirror of SelenaGeRuiqi/EncDiff")
+    repo, env = REFERENCES["encdiff"]
+    p.add_argument("--reference", "--repo", dest="repo", metavar="PATH",
+                   help=f"checkout (clone or bare mirror) of {repo} holding commit {COMMIT}; default: ${env}")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    try:
+        git_dir = reference_git_dir("encdiff", args.repo, commit=COMMIT, option="--reference")
+    except MissingReference as e:
+        sys.exit(str(e))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = {**ours()}
     try:
-        rows.update(reference(args.repo))
-    except Exception as e:  # noqa: BLE001 - a missing mirror or einops: print ours anyway
+        rows.update(reference(git_dir))
+    except Exception as e:  # noqa: BLE001 - einops missing: print ours anyway
         print(f"reference not built: {e!r}", file=sys.stderr)
     print(f"{'network':32s} {'params':>12s} {'fwd GFLOPs':>11s} {'fwd+bwd GFLOPs':>15s}")
     for name in sorted(rows, key=lambda n: (n.split(" (")[0], n)):

@@ -15,15 +15,20 @@ elementwise ops, normalisation, softmax, ``linalg.solve`` etc. are not counted. 
 only include the gradients autograd actually computes (no weight gradients for frozen layers; the
 gradient checkpointing the reference code switches on is recomputed and therefore counted).
 
-The reference code is taken from the bare git mirrors at run time (``git archive HEAD`` into a
-temporary directory, put on ``sys.path``); third-party modules that the imported files need but
+The reference code is taken from local git checkouts of the reference repositories at run time
+(``git archive HEAD`` into a temporary directory, put on ``sys.path``); a clone or a bare mirror,
+named by ``--pdae-reference`` / ``--disdiff-reference`` / ``--infodiffusion-reference`` or by the
+environment variables ``BENCH_REFERENCE_PDAE`` / ``BENCH_REFERENCE_DISDIFF`` /
+``BENCH_REFERENCE_INFODIFFUSION`` (:data:`REFERENCES`); the script stops with the ``git clone``
+line to run when one is missing; third-party modules that the imported files need but
 that are not installed here (einops, omegaconf, pytorch_lightning, clip, kornia, ...) are replaced
 by tiny ``sys.modules`` placeholders that raise if anything actually calls them.  Nothing from the
 references is copied into this project.
 
 Run::
 
-    python benchmarks/reference_counts.py [--pdae-repo DIR] [--disdiff-repo DIR] [--threads 1]
+    python benchmarks/reference_counts.py [--pdae-reference DIR] [--disdiff-reference DIR]
+                                          [--infodiffusion-reference DIR] [--threads 1]
                                           [--no-pixel] [--no-vq] [--no-details]
 
 For the project's own networks, import and call :func:`count`::
@@ -39,6 +44,7 @@ import contextlib
 import copy
 import importlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -55,9 +61,42 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-DEFAULT_PDAE_REPO = "/work/.mirror/ckczzj+PDAE/repo"
-DEFAULT_DISDIFF_REPO = "/work/.mirror/ThomasMrY+DisDiff/repo"
-DEFAULT_INFODIFFUSION_REPO = "/work/.mirror/isjakewong+InfoDiffusion/repo"
+#: the reference code bases: name -> (GitHub repository, environment variable naming a local checkout)
+REFERENCES: dict[str, tuple[str, str]] = {
+    "pdae": ("ckczzj/PDAE", "BENCH_REFERENCE_PDAE"),
+    "disdiff": ("ThomasMrY/DisDiff", "BENCH_REFERENCE_DISDIFF"),
+    "infodiffusion": ("isjakewong/InfoDiffusion", "BENCH_REFERENCE_INFODIFFUSION"),
+    "encdiff": ("SelenaGeRuiqi/EncDiff", "BENCH_REFERENCE_ENCDIFF"),
+}
+
+
+class MissingReference(FileNotFoundError):
+    """A reference checkout is not there; the message (one line) says how to fetch it."""
+
+
+def reference_git_dir(name: str, path: str | None = None, commit: str | None = None, option: str | None = None) -> str:
+    """The git directory of the reference checkout ``name`` (a key of :data:`REFERENCES`).
+
+    ``path`` (else the environment variable of :data:`REFERENCES`) is a clone (its ``.git`` is
+    used) or a bare mirror. ``commit``: the commit the caller reads, which must be in it.
+    ``option``: the command-line option that names the checkout (default ``--<name>-reference``).
+    Raises :class:`MissingReference` with a one-line ``git clone`` instruction otherwise.
+    """
+    repo, env = REFERENCES[name]
+    url = f"https://github.com/{repo}"
+    path = path or os.environ.get(env)
+    at = f" (the script reads its commit {commit})" if commit else ""
+    fetch = f"`git clone {url}`{at} and pass {option or f'--{name}-reference'} PATH or set {env}=PATH"
+    if not path:
+        raise MissingReference(f"{repo} reference checkout not given: {fetch}")
+    git_dir = os.path.join(path, ".git") if os.path.exists(os.path.join(path, ".git")) else path
+    rev = f"{commit or 'HEAD'}^{{commit}}"
+    ok = subprocess.run(["git", f"--git-dir={git_dir}", "rev-parse", "--verify", "--quiet", rev],
+                        capture_output=True).returncode == 0
+    if not ok:
+        raise MissingReference(f"{repo} reference checkout not found at {path}"
+                               f"{f' (or it lacks commit {commit})' if commit else ''}: {fetch}")
+    return git_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +295,7 @@ def _pretrained_match(pretrained: nn.Module, model: nn.Module, label: str) -> st
 # --------------------------------------------------------------------------------------------
 
 
-def _mirror_commit(git_dir: str) -> str:
+def _head_commit(git_dir: str) -> str:
     r = subprocess.run(["git", f"--git-dir={git_dir}", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     return r.stdout.strip()
 
@@ -446,10 +485,13 @@ PDAE_LATENT_DENOISER = dict(  # config/celeba64_latent.yml: latent_denoise_fn_co
 )
 
 
-def pdae_reference(repo: str = DEFAULT_PDAE_REPO) -> list[dict]:
-    """Build PDAE's CelebA-64 networks and count them.  Returns rows ``{name, result, notes}``."""
+def pdae_reference(repo: str | None = None) -> list[dict]:
+    """Build PDAE's CelebA-64 networks and count them.  Returns rows ``{name, result, notes}``.
+
+    ``repo``: a checkout of ckczzj/PDAE (None: ``$BENCH_REFERENCE_PDAE``)."""
+    repo = reference_git_dir("pdae", repo)
     rows: list[dict] = []
-    notes = [f"PDAE mirror HEAD {_mirror_commit(repo)}"]
+    notes = [f"PDAE reference HEAD {_head_commit(repo)}"]
     notes += _check_config(_git_show(repo, "config/celeba64_representation_learning.yml"),
                            "encoder_config:", "decoder_config:", PDAE_ENCODER, "PDAE encoder_config")
     notes += _check_config(_git_show(repo, "config/celeba64_representation_learning.yml"),
@@ -579,10 +621,13 @@ def _build_disdiff_unet(osm, params: dict):
         return osm.UNetModel(**params)
 
 
-def disdiff_reference(repo: str = DEFAULT_DISDIFF_REPO, pixel: bool = True, vq: bool = True) -> list[dict]:
-    """Build DisDiff's Shapes3D networks and count them.  Returns rows ``{name, result, notes}``."""
+def disdiff_reference(repo: str | None = None, pixel: bool = True, vq: bool = True) -> list[dict]:
+    """Build DisDiff's Shapes3D networks and count them.  Returns rows ``{name, result, notes}``.
+
+    ``repo``: a checkout of ThomasMrY/DisDiff (None: ``$BENCH_REFERENCE_DISDIFF``)."""
+    repo = reference_git_dir("disdiff", repo)
     rows: list[dict] = []
-    notes = [f"DisDiff mirror HEAD {_mirror_commit(repo)}"]
+    notes = [f"DisDiff reference HEAD {_head_commit(repo)}"]
     cfg = _git_show(repo, DISDIFF_CONFIG)
     notes += _check_config(cfg, "unet_config:", "first_stage_config:", DISDIFF_UNET, "DisDiff unet_config")
     notes += _check_config(cfg, "cond_stage_config:", "dis_loss_type", DISDIFF_ENCODER, "DisDiff cond_stage_config")
@@ -723,11 +768,14 @@ def disdiff_reference(repo: str = DEFAULT_DISDIFF_REPO, pixel: bool = True, vq: 
 INFODIFFUSION_BASELINES = {"fashion-mnist": ((1, 32, 32), 32), "cifar10": ((3, 32, 32), 64), "celeba": ((3, 64, 64), 64)}
 
 
-def infodiffusion_baselines(repo: str = DEFAULT_INFODIFFUSION_REPO) -> list[dict]:
+def infodiffusion_baselines(repo: str | None = None) -> list[dict]:
     """InfoDiffusion's VAE-family baseline (models.py ``VAE``, a_dim 32, KL weight 1) beside ours
-    (``VAE.from_preset("infodiffusion")`` at the same widths); one training forward of batch 1."""
+    (``VAE.from_preset("infodiffusion")`` at the same widths); one training forward of batch 1.
+
+    ``repo``: a checkout of isjakewong/InfoDiffusion (None: ``$BENCH_REFERENCE_INFODIFFUSION``)."""
     from methods.vae import VAE
 
+    repo = reference_git_dir("infodiffusion", repo)
     rows: list[dict] = []
     with _reference_on_path(repo, ["models.py", "modules.py", "utils.py"], ("models", "modules", "utils")):
         models = _import_with_stubs("models", ("models", "modules", "utils"))
@@ -740,7 +788,7 @@ def infodiffusion_baselines(repo: str = DEFAULT_INFODIFFUSION_REPO) -> list[dict
         with _quiet():
             res = count(lambda: ref.loss_fn(args, x), ref.parameters())
         rows.append({"name": f"InfoDiffusion VAE baseline, {name} (reference)", "result": res,
-                     "notes": [f"mirror HEAD {_mirror_commit(repo)}",
+                     "notes": [f"reference HEAD {_head_commit(repo)}",
                                f"encoder {n_params(ref.encoder):,}, decoder {n_params(ref.decoder):,}"]})
         ours = VAE.from_preset("infodiffusion", unet_channels=channels,
                                unet_attention_resolutions=[shape[1] // 4])  # the reference's attention level 2
@@ -772,15 +820,23 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pdae-repo", default=DEFAULT_PDAE_REPO, help="bare git mirror of ckczzj/PDAE")
-    p.add_argument("--disdiff-repo", default=DEFAULT_DISDIFF_REPO, help="bare git mirror of ThomasMrY/DisDiff")
-    p.add_argument("--infodiffusion-repo", default=DEFAULT_INFODIFFUSION_REPO,
-                   help="bare git mirror of isjakewong/InfoDiffusion (its baselines)")
+    for name, what in (("pdae", ""), ("disdiff", ""), ("infodiffusion", " (its baselines)")):
+        repo, env = REFERENCES[name]
+        p.add_argument(f"--{name}-reference", f"--{name}-repo", dest=f"{name}_repo", metavar="PATH",
+                       help=f"checkout (clone or bare mirror) of {repo}{what}; default: ${env}")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--no-pixel", action="store_true", help="skip the DisDiff pixel-space variant")
     p.add_argument("--no-vq", action="store_true", help="skip the DisDiff row that includes the VQ first stage")
     p.add_argument("--no-details", action="store_true", help="print only the table")
     args = p.parse_args(argv)
+    missing = []
+    for name in ("pdae", "disdiff", "infodiffusion"):
+        try:
+            setattr(args, f"{name}_repo", reference_git_dir(name, getattr(args, f"{name}_repo")))
+        except MissingReference as e:
+            missing.append(str(e))
+    if missing:
+        sys.exit("\n".join(missing))
     torch.set_num_threads(args.threads)
     np.random.seed(0)
 

@@ -6,7 +6,7 @@
 2. `bench status` on it (fresh process) and the results collection `bench report` does
    (`bench.results.collect_from_plans`: every planned stage's rows.csv into results.csv);
 3. submitting N array tasks through submitit exactly as `bench run --executor slurm` does
-   (one `map_array` of bench.executors.StageTask), held (`--hold`) so nothing runs, then
+   (one `map_array` of bench.executors.slurm.StageTask), held (`--hold`) so nothing runs, then
    cancelled; skipped with a message where `sbatch` is missing.
 Prints seconds and the number of files per stage and per task.
 """
@@ -47,14 +47,14 @@ def main() -> None:
         return
     import submitit
 
-    from bench.executors import StageTask
+    from bench.executors.slurm import StageTask
 
     ex = submitit.AutoExecutor(folder=root / "slurm" / "%j", cluster="slurm")
     ex.update_parameters(timeout_min=10, slurm_additional_parameters={"hold": True}, slurm_array_parallelism=64)
     ids = [f"{i:016x}" for i in range(args.stages)]
     start = time.perf_counter()
     task = StageTask(str(root / "no-spec.json"))
-    jobs = [j for i in range(0, len(ids), 1000) for j in ex.map_array(task, ids[i:i + 1000])]  # as bench.executors
+    jobs = [j for i in range(0, len(ids), 1000) for j in ex.map_array(task, ids[i:i + 1000])]  # as bench.executors.slurm
     seconds = time.perf_counter() - start
     arrays = sorted({str(j.job_id).split("_")[0] for j in jobs})
     subprocess.run(["scancel", *arrays], check=False)

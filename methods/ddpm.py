@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from bench.adapter import NotFittedError
-from methods.diffusion_base import TINY_NET, DiffusionFamily, native_convs
+from methods.diffusion_base import TINY_NET, DiffusionFamily
+from methods.diffusion_training import native_convs
 
 
 class DDPM(DiffusionFamily):

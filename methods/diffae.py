@@ -40,9 +40,8 @@ from torch import nn
 
 from bench.diffusion.samplers import epsilon_loss
 from bench.diffusion.unet import ENCODERS
-from methods.diffusion_base import (
-    DIFFUSION_DEFAULTS, LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, TINY_NET, AutoencodingDiffusion,
-)
+from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
+from methods.diffusion_base import DIFFUSION_DEFAULTS, TINY_NET
 
 #: hyperparameters of the semantic encoder and the latent DDPM (values: DiffAE CelebA-64)
 AUTOENCODER_DEFAULTS: dict[str, Any] = {

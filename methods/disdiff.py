@@ -51,7 +51,7 @@ from torch import nn
 from bench.diffusion.encoders import DisDiffEncoder
 from bench.diffusion.samplers import predict_x0, q_sample
 from bench.diffusion.unet import ShiftDecoder
-from methods.diffusion_base import TrainState
+from methods.diffusion_training import TrainState
 from methods.pdae import PDAE, PDAE_DEFAULTS, PDAE_RANGES, TINY_PDAE
 
 _PDAE_ONLY = ("latent_dim", "enc_channels", "enc_attention_resolutions", "enc_num_heads", "weight_gamma")

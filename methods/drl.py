@@ -61,10 +61,9 @@ from bench.adapter import NotGenerativeError
 from bench.diffusion.sde import SDES, dsm_loss, make_sde, ode_solve, pc_sample
 from bench.diffusion.unet import GaussianFourierProjection, UNet, _DownPath, _group_norm, timestep_embedding
 from methods.backbones import WideResNet
-from methods.diffusion_base import (
-    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, TINY_NET, AutoencodingDiffusion,
-    TrainState, native_convs,
-)
+from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
+from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NET
+from methods.diffusion_training import TrainState, native_convs
 from methods.priors import GaussianPrior
 
 ENCODERS = ("unet", "wrn")

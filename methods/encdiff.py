@@ -39,7 +39,7 @@ the tokens reach the UNet through its scale-shift norms instead of cross-attenti
 ``reconstruct`` = DDIM conditioned on the image's tokens (``ddim_steps`` = 200, η = 1.0, from
 seeded noise, as the reference's ``log_images``); ``decode(z)``: the tokens of codes z, DDIM
 from one fixed x_T; ``sample``: EncDiff has no prior over its codes, so they are drawn from a
-latent DDPM trained on the codes afterwards (DiffAE's, :mod:`methods.diffusion_base`).
+latent DDPM trained on the codes afterwards (DiffAE's, :mod:`methods.diffusion_autoencoding`).
 """
 
 from __future__ import annotations
@@ -55,10 +55,9 @@ from bench.diffusion.encoders import DisDiffEncoder
 from bench.diffusion.ldm_unet import CONDITIONINGS, CrossAttentionUNet
 from bench.diffusion.samplers import DDIMSampler, DDPMSampler, Denoiser, epsilon_loss
 from bench.diffusion.schedules import make_schedule
-from methods.diffusion_base import (
-    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, TINY_NET, AutoencodingDiffusion,
-    TrainState,
-)
+from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
+from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NET
+from methods.diffusion_training import TrainState
 
 SPACES = ("latent", "pixel")
 TOKEN_MODES = ("scalar", "vector")

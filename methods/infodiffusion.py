@@ -76,8 +76,8 @@ from torch import nn
 
 from bench.diffusion.samplers import Denoiser, epsilon_loss, switch_denoiser
 from methods.ddpm import DDPM
-from methods.diffusion_base import TrainState
 from methods.diffae import DIFFAE_DEFAULTS, TINY_AUTOENCODER, DiffAE
+from methods.diffusion_training import TrainState
 from methods.priors import PRIORS, GaussianPrior, MixtureOfGaussiansPrior, make_prior
 from methods.vae import mmd_infovae
 

@@ -57,9 +57,8 @@ from bench.diffusion.encoders import PDAEEncoder
 from bench.diffusion.samplers import Denoiser, q_sample
 from bench.diffusion.schedules import NoiseSchedule, make_schedule
 from bench.diffusion.unet import ShiftDecoder
-from methods.diffusion_base import (
-    DIFFUSION_DEFAULTS, DIFFUSION_RANGES, LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, TINY_NET, AutoencodingDiffusion,
-)
+from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
+from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NET
 
 #: the hyperparameters that define the frozen DPM (passed to the ``dpm`` component as they are)
 DPM_KEYS = ("base_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout", "norm_groups",

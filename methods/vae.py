@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.adapter import Adapter, DivergedError, as_images, resolve_device, seed_everything
-from methods.diffusion_base import infodiffusion_scheduler
+from methods.lr_schedules import infodiffusion_scheduler
 from methods.nets import ConvDecoder, ConvEncoder, InfoDiffusionBaselineEncoder, infodiffusion_baseline_decoder
 from methods.priors import GaussianPrior, make_prior
 

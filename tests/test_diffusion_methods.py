@@ -207,7 +207,7 @@ def test_infodiffusion_lr_schedule_matches_the_reference_schedulers():
     """GradualWarmupScheduler(2, 1) + CosineAnnealingLR(T_max=E) of InfoDiffusion's run.py, stepped per epoch."""
     import math
 
-    from methods.diffusion_base import infodiffusion_lr_factor
+    from methods.lr_schedules import infodiffusion_lr_factor
 
     E, per_epoch = 50, 10
     assert [infodiffusion_lr_factor(s, per_epoch, E) for s in (0, 9)] == [1.0, 1.0]  # epoch 0: the base rate
@@ -288,9 +288,9 @@ def test_named_sampling_protocols_for_fid():
     reference = DDPM(**{**model.get_params(), "sampler": "ddpm", "ddim_steps": 50})
     reference.__dict__.update({k: v for k, v in model.__dict__.items() if k != "_params"})
     np.testing.assert_array_equal(ancestral, reference.sample(2, seed=1))
-    from bench.runner import _protocol_sampler  # what the runner hands to fid for metric_params.fid.sampler
+    from bench.evaluation import protocol_sampler  # what the runner hands to fid for metric_params.fid.sampler
 
-    np.testing.assert_array_equal(_protocol_sampler(model, "ancestral-50")(2, seed=1), ancestral)
+    np.testing.assert_array_equal(protocol_sampler(model, "ancestral-50")(2, seed=1), ancestral)
     with pytest.raises(ValueError, match="more than the model's timesteps=50"):
         with model.using_sampler("ancestral-1000"):
             pass

@@ -169,13 +169,13 @@ def test_two_views_of_one_image_end_up_closer_than_views_of_different_images(cls
 
 
 def test_simclr_declares_it_cannot_generate_and_fid_is_skipped(tiny_data):
-    from bench.runner import _evaluate
+    from bench.evaluation import evaluate
 
     model = SimCLR.from_preset("tiny", **FAST).fit(tiny_data, seed=0)
     assert not {"sample", "decode", "reconstruct"} & set(model.capabilities)
     with pytest.raises(NotGenerativeError, match="SimCLR cannot generate images"):
         model.sample(2)
-    rows = _evaluate("fid", {}, model, tiny_data, 0, {"model_id": "m"})
+    rows = evaluate("fid", {}, model, tiny_data, 0, {"model_id": "m"})
     assert [r["status"] for r in rows] == ["skipped"] and "'sample'" in rows[0]["reason"]
 
 

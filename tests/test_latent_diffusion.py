@@ -111,10 +111,10 @@ def test_without_weights_lpips_is_skipped_and_the_first_stage_records_perceptual
     assert lpips_mod.lpips_available() is not None
     params = VQF4.check_params({"perceptual_weight": 1.0})
     assert params["perceptual_weight"] == 0.0
-    from bench.runner import _evaluate
+    from bench.evaluation import evaluate
 
     model = VQF4.from_preset("tiny", steps=2, log_every=1).fit(tiny_data, seed=0)
-    rows = _evaluate("lpips", {}, model, tiny_data, 0, {"model_id": "m"})
+    rows = evaluate("lpips", {}, model, tiny_data, 0, {"model_id": "m"})
     assert [r["status"] for r in rows] == ["skipped"] and "LPIPS" in rows[0]["reason"]
     # ... and with the weights in place, the weight stays
     vgg_path, lin_path, _ = _fake_vgg_and_linear(tmp_path)
@@ -155,9 +155,9 @@ def test_encdiff_variants(first_stage, tiny_data):
         tiny_data, seed=0, components={"first_stage": first_stage})
     assert vector.latent_dim == 32  # n_units x context_dim, from latent_dim = 0
     assert "latent_units" in vector.capabilities and vector.latent_unit_dim == 8 and vector.encode(x).shape == (5, 32)
-    from bench.runner import _unit_encoder
+    from bench.evaluation import unit_encoder
 
-    reduced = _unit_encoder(vector.encode, vector, tiny_data, seed=0)(x)  # the paper's per-unit PCA
+    reduced = unit_encoder(vector.encode, vector, tiny_data, seed=0)(x)  # the paper's per-unit PCA
     assert reduced.shape == (5, vector.n_units)  # one column per token
     pixel = EncDiff.from_preset("tiny", space="pixel", **FAST).fit(tiny_data, seed=0)
     assert pixel.diffusion_shape == tiny_data.image_shape and pixel.sample(2).shape == (2, *tiny_data.image_shape)

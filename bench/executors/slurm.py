@@ -4,7 +4,7 @@
 Slurm job array, one array task per stage; wave k+1 depends (``afterany``) on the arrays of
 wave k, so a stage waiting on a shared component starts when the component's job has ended.
 Arrays hold at most ``max_array_size`` tasks (default 1,000; Slurm's ``MaxArraySize``
-defaults to 1,001). Each task runs :func:`run_stage`: the same :class:`~bench.runner.Worker` code a local worker
+defaults to 1,001). Each task runs :func:`run_stage`: the same :class:`~bench.worker.Worker` code a local worker
 runs, on the stage and what it needs — if the component's job died without finishing it
 (``scancel``, a node failure), the dependant's task trains it (its claim has gone stale)
 instead of failing. Claims keep every stage to one task even then.
@@ -31,9 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.config import ConfigError, Profile
+import submitit
+import torch
+from tqdm.auto import tqdm
 
-EXECUTORS = ("inline", "slurm", "local", "debug")
+from bench.config import ConfigError, Profile
+from bench.executors.spec import spec_plan, write_spec
+from bench.store import DONE, RUNNING, Store, release_active, write_json_atomic
+from bench.worker import Worker
 
 
 class StageTask:
@@ -47,10 +52,6 @@ class StageTask:
 
     def checkpoint(self, stage_id: str):
         """Called by submitit on the timeout/preemption signal: give up our claims, come back later."""
-        import submitit
-
-        from bench.store import release_active
-
         release_active()
         return submitit.helpers.DelayedSubmission(StageTask(self.spec_path), stage_id)
 
@@ -58,23 +59,17 @@ class StageTask:
 def run_stage(spec_path: Path, stage_id: str) -> dict[str, Any]:
     """Run one stage (and whatever it needs that nobody finished) with the local worker's code path."""
     spec = json.loads(spec_path.read_text())
-    from bench.runner import spec_worker
-
     context = dict(spec["context"])
     context["log"] = _log_path()
     if context.get("threads"):
-        import torch
-
         torch.set_num_threads(int(context["threads"]))  # the same values as a local worker with --threads
-    worker = spec_worker(spec, only=stage_id, context=context)
+    worker = Worker(spec_plan(spec, only=stage_id), Store(Path(spec["results"])), context, progress=spec["progress"])
     worker.run()
     return {"ran": worker.ran, "fitted": worker.fitted, "failed": worker.failures}
 
 
 def _log_path() -> str | None:
     try:
-        import submitit
-
         env = submitit.JobEnvironment()
         return str(env.paths.stdout).replace("%j", env.job_id).replace("%t", str(env.global_rank))
     except Exception:
@@ -132,11 +127,6 @@ def waves(pending) -> list[list]:
 def submit(profile: Profile, results_dir: Path, plan, context: dict[str, Any], *, executor: str, shard,
            wait: bool, progress: bool, where: str) -> tuple[list[str], int, int]:
     """Submit the stages of ``plan`` that are not done; returns (job ids, stages submitted, models trained)."""
-    import submitit
-
-    from bench.runner import Worker, write_spec
-    from bench.store import DONE, RUNNING, Store, write_json_atomic
-
     store = Store(results_dir)
     settings = profile.slurm
     if executor == "slurm":
@@ -198,8 +188,6 @@ def _fitted(jobs: list) -> int:
 
 def follow(job_ids: list[str], store, plan, progress: bool, poll: float = 2.0) -> None:
     """Wait until none of ``job_ids`` is queued or running, showing finished stages."""
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(plan.stages), desc="slurm", unit="stage", disable=not progress)
     while True:
         out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True)

@@ -1,0 +1,54 @@
+"""The images a model stage stores for the report: originals, reconstructions, samples, traversals.
+
+Written once, right after training, into the model's ``figures.npz`` (float16); the report
+and the site draw them without loading the model (:mod:`bench.report`, :mod:`bench.site`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: int = 7) -> None:
+    """Store the images the report draws: originals, reconstructions, samples, traversals."""
+    rng = np.random.default_rng(seed)
+    originals = dataset.images(np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False)))
+    arrays: dict[str, np.ndarray] = {"originals": originals}
+    if "sample" in adapter.capabilities:  # a representation-only method (SimCLR) has no samples panel
+        arrays["samples"] = adapter.sample(n * 2, seed=seed)
+    if "reconstruct" in adapter.capabilities:
+        arrays["reconstructions"] = adapter.reconstruct(originals)
+    if "decode" in adapter.capabilities:
+        codes = adapter.encode(dataset.images(rng.choice(len(dataset), size=min(256, len(dataset)), replace=False)))
+        base_code = adapter.encode(originals[:1])[0]
+        lo, hi = np.percentile(codes, 2, axis=0), np.percentile(codes, 98, axis=0)
+        grid = np.repeat(base_code[None, None, :], codes.shape[1], axis=0).repeat(steps, axis=1)
+        for d in range(codes.shape[1]):
+            grid[d, :, d] = np.linspace(lo[d], hi[d], steps)
+        images = adapter.decode(grid.reshape(-1, codes.shape[1]).astype(np.float32))
+        arrays["traversal"] = images.reshape(codes.shape[1], steps, *images.shape[1:])
+        if "latent_units" in adapter.capabilities:
+            arrays["unit_swap"] = unit_swaps(adapter, originals, steps - 1)
+    if hasattr(adapter, "extra_figures"):  # method-specific panels (EncDiff's cross-attention maps)
+        arrays.update(adapter.extra_figures(originals))
+    tmp = folder / "figures.tmp.npz"
+    np.savez_compressed(tmp, **{k: v.astype(np.float16) for k, v in arrays.items()})
+    tmp.replace(folder / "figures.npz")
+
+
+def unit_swaps(adapter, originals: np.ndarray, k: int) -> np.ndarray:
+    """(units, 1 + k, C, H, W): row c decodes image A's code with unit c taken from images B_1 … B_k.
+
+    Column 0 is A's own code decoded; DisDiff's swapped-concept figure (``plot_swapped_concepts``).
+    """
+    unit_dim = int(adapter.latent_unit_dim)
+    codes = adapter.encode(originals[: k + 1])
+    units = codes.shape[1] // unit_dim
+    a, others = codes[0].reshape(units, unit_dim), codes[1:].reshape(len(codes) - 1, units, unit_dim)
+    grid = np.repeat(a[None, None], units, axis=0).repeat(1 + len(others), axis=1)  # (units, 1 + k, units, d)
+    for c in range(units):
+        grid[c, 1:, c] = others[:, c]
+    images = adapter.decode(grid.reshape(-1, units * unit_dim).astype(np.float32))
+    return images.reshape(units, 1 + len(others), *images.shape[1:])
