@@ -217,13 +217,10 @@ class AutoencoderFamily(Adapter):
         self.history_: list[tuple[int, float]] = []
         nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
         bar = tqdm(range(1, self.steps + 1), desc=f"fit {type(self).__name__}", disable=not progress, leave=False)
+        self._setup_extra(dev)
         for step in bar:
-            idx = rng.integers(0, len(data), size=self.batch_size)
-            x = torch.from_numpy(data.images(idx)).to(dev, non_blocking=True)
-            if self.hflip:  # random horizontal flips (InfoDiffusion's data.py flips its training images)
-                flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5).to(dev)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            noise = torch.randn(x.shape[0], self.latent_dim, generator=generator).to(dev, non_blocking=True)
+            self.step_ = step - 1  # the optimiser steps taken before this one (disentanglement_lib's global_step)
+            x, noise = self._draw_batch(data, rng, generator, dev)
             loss = self._loss(x, noise, generator)
             nonfinite |= ~torch.isfinite(loss)
             optimiser.zero_grad(set_to_none=True)
@@ -234,6 +231,7 @@ class AutoencoderFamily(Adapter):
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
+            self._after_step(data, rng, generator, dev)
             if step % self.log_every == 0 or step == self.steps:
                 value = float(loss.detach())  # the only host sync, every log_every steps
                 self.history_.append((step, value))
@@ -248,6 +246,23 @@ class AutoencoderFamily(Adapter):
         self._fitted = True
         self._after_fit(data, rng)
         return self
+
+    def _draw_batch(self, data, rng: np.random.Generator, generator: torch.Generator,
+                    dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A uniform minibatch of ``data`` on ``dev`` (flipped at random with ``hflip``) and its N(0, I) noise."""
+        idx = rng.integers(0, len(data), size=self.batch_size)
+        x = torch.from_numpy(data.images(idx)).to(dev, non_blocking=True)
+        if self.hflip:  # random horizontal flips (InfoDiffusion's data.py flips its training images)
+            flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5).to(dev)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        noise = torch.randn(x.shape[0], self.latent_dim, generator=generator).to(dev, non_blocking=True)
+        return x, noise
+
+    def _setup_extra(self, dev: torch.device) -> None:
+        """Hook run once before the first step, after the networks are built (FactorVAE's discriminator)."""
+
+    def _after_step(self, data, rng: np.random.Generator, generator: torch.Generator, dev: torch.device) -> None:
+        """Hook run after every optimiser step of the encoder and decoder (FactorVAE's discriminator update)."""
 
     def _loss(self, x: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         mu, logvar = self._posterior(x)
