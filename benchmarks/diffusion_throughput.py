@@ -86,12 +86,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def attach_components(adapter, shape: tuple[int, int, int]) -> None:
-    """Give ``adapter`` its declared components, built (untrained: weights do not change FLOPs or speed)."""
+def attach_components(adapter, shape: tuple[int, int, int], preset: str = "paper") -> None:
+    """Give ``adapter`` its declared components at ``preset``, built (untrained: weights do not change FLOPs or speed)."""
     components = {}
     for name, spec in adapter.components.items():
         ccls = registry.methods().load(spec.method)
-        component = ccls(**{**ccls.presets["paper"], **spec.params_for(adapter.get_params())})
+        component = ccls(**{**ccls.presets[preset], **spec.params_for(adapter.get_params())})
         with torch.random.fork_rng(devices=[]):
             component._build(shape)
         component.input_shape, component._fitted = tuple(shape), True
@@ -272,14 +272,14 @@ def main(argv: list[str] | None = None) -> None:
             overrides["ddim_steps"] = args.ddim_steps
         preset = "tiny" if args.tiny else "paper"
         adapter = cls.from_preset(preset, **overrides)
-        attach_components(adapter, shape)
+        attach_components(adapter, shape, preset)
         flops, params = training_flops_per_image(adapter, shape)
         row = f"{name + ' (' + preset + ')':<22}{params / 1e6:>10.1f}{flops / 1e9:>11.2f}"
         if args.flops_only:
             print(row)
             continue
         adapter = cls.from_preset(preset, **overrides)
-        attach_components(adapter, shape)
+        attach_components(adapter, shape, preset)
         train_ips = time_training(adapter, data, device, steps, warmup)
         mfu = f"{100 * flops * train_ips / peak:>8.1f}" if peak else f"{'n/a':>8}"
         sample_ips = time_sampling(adapter, sample_batch, device)
