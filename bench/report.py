@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import reported, site
+from bench import aggregates, reported, site
 from bench.results import FAILED, OK, read_results, write_csv_atomic
 from bench.tables import digits, grid_rows, reported_note, tile_grid
 from bench.trainlog import read_log
@@ -87,15 +87,61 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.{d}f} ± {std:.{d}f}"
 
 
+def interval_text(point: float, lo: float, hi: float) -> str:
+    d = digits(point)
+    return f"{point:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
+
+
+def aggregates_markdown(intervals: pd.DataFrame, overall: pd.DataFrame, improvement: pd.DataFrame) -> str:
+    """The IQM tables (per dataset; over datasets) and the probability-of-improvement matrices, as Markdown."""
+    if intervals.empty:
+        return ""
+    parts = ["\n## Interquartile mean [95 % CI]\n",
+             f"IQM over seeds with a 95 % stratified-bootstrap interval ({aggregates.REPS} resamples, seeded), "
+             "complete settings only (rliable, Agarwal et al. 2021).\n"]
+    for dataset, sub in intervals.groupby("dataset", sort=True):
+        metrics = sorted(sub["metric"].unique(), key=lambda m: (m not in PREFERRED, PREFERRED.index(m) if m in PREFERRED else 0, m))
+        parts += [f"\n### {dataset}\n", "| method | config | " + " | ".join(metrics) + " |",
+                  "|---|---|" + "---|" * len(metrics)]
+        for (method, config), line in sub.groupby(["method", "config_id"], sort=True):
+            by = line.set_index("metric")
+            cells = [interval_text(by.loc[m, "iqm"], by.loc[m, "iqm_lo"], by.loc[m, "iqm_hi"]) if m in by.index else "—"
+                     for m in metrics]
+            parts.append(f"| {method} | {config} | " + " | ".join(cells) + " |")
+    if not overall.empty:
+        parts += ["\n### Over datasets\n", "IQM over seeds × datasets, for methods with every dataset of the table complete.\n",
+                  "| method | metric | datasets | IQM [95 % CI] |", "|---|---|---|---|"]
+        parts += [f"| {r.method} | {r.metric} | {r.datasets} | {interval_text(r.iqm, r.iqm_lo, r.iqm_hi)} |"
+                  for r in overall.itertuples()]
+    matrices = aggregates.improvement_matrices(improvement)
+    if matrices:
+        parts += ["\n## Probability of improvement\n",
+                  "P(row better than column) over the seeds of the datasets both complete (lower is better for "
+                  "FID, MSE, LPIPS), with its 95 % interval; 0.5 is a tie.\n"]
+        for metric, (names, cells) in matrices.items():
+            parts += [f"\n### {metric}\n", "| better than → | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for x in names:
+                parts.append(f"| {x} | " + " | ".join("—" if x == y else interval_text(*cells[(x, y)]) for y in names) + " |")
+    return "\n".join(parts) + "\n"
+
+
 def regenerate(results_dir: Path) -> dict[str, Path]:
     """Rebuild leaderboard.md/.csv and plots/ from ``results_dir/results.csv``."""
     rows = read_results(results_dir / "results.csv")
     published = reported.load()
     board = reported.attach(leaderboard(rows), grid_rows(rows), published)
+    metrics = [c[:-5] for c in board.columns if c.endswith("_mean") and c[:-5] not in RUN_STATS]
+    intervals = aggregates.setting_intervals(rows, metrics)
+    overall = aggregates.overall_intervals(rows, metrics)
+    improvement = aggregates.improvement_table(rows, metrics)
+    board = aggregates.attach(board, intervals)
     out = {"leaderboard_csv": results_dir / "leaderboard.csv", "leaderboard_md": results_dir / "leaderboard.md",
-           "reproduction_md": results_dir / "reproduction.md"}
+           "reproduction_md": results_dir / "reproduction.md", "aggregates_csv": results_dir / "aggregates.csv",
+           "improvement_csv": results_dir / "improvement.csv"}
     write_csv_atomic(board, out["leaderboard_csv"])
-    for key, text in (("leaderboard_md", leaderboard_markdown(board)),
+    write_csv_atomic(overall, out["aggregates_csv"])
+    write_csv_atomic(improvement, out["improvement_csv"])
+    for key, text in (("leaderboard_md", leaderboard_markdown(board) + aggregates_markdown(intervals, overall, improvement)),
                       ("reproduction_md", reported.reproduction_markdown(
                           reported.reproduction_table(board, grid_rows(rows), published)))):
         tmp = out[key].with_suffix(".md.tmp")
@@ -107,8 +153,9 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     _probe_t_plots(rows, plots)
     _image_figures(rows, results_dir, plots)
     _loss_curves(rows, results_dir, plots)
+    _interval_plots(intervals, plots)
     out["plots"] = plots
-    out["index"] = site.build(results_dir, rows, board)
+    out["index"] = site.build(results_dir, rows, board, overall, improvement)
     return out
 
 
@@ -259,4 +306,34 @@ def _loss_curves(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
             ax.legend(fontsize=6, ncol=2)
             fig.tight_layout()
             fig.savefig(plots / f"{dataset}__loss.png", dpi=110)
+        plt.close(fig)
+
+
+def _interval_plots(intervals: pd.DataFrame, plots: Path) -> None:
+    """Per dataset: each method's IQM and 95 % interval per metric (rliable's interval plot)."""
+    if intervals.empty:
+        return
+    import matplotlib  # heavy: imported only when plots are drawn, not at start-up
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for dataset, sub in intervals.groupby("dataset", sort=True):
+        metrics = sorted(sub["metric"].unique())
+        labels = sorted({f"{m} ({c})" for m, c in zip(sub["method"], sub["config_id"])})
+        fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics) + 1.5, 0.35 * len(labels) + 1.2),
+                                 squeeze=False, sharey=True)
+        for ax, metric in zip(axes[0], metrics):
+            part = sub[sub["metric"] == metric]
+            for _, r in part.iterrows():
+                y = labels.index(f"{r['method']} ({r['config_id']})")
+                ax.plot([r["iqm_lo"], r["iqm_hi"]], [y, y], lw=5, alpha=0.5, solid_capstyle="butt")
+                ax.plot([r["iqm"]], [y], "k|", ms=10)
+            ax.set_title(metric, fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[0][0].set_yticks(range(len(labels)))
+        axes[0][0].set_yticklabels(labels, fontsize=7)
+        fig.suptitle(f"{dataset}: IQM and 95 % stratified-bootstrap interval over seeds", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(plots / f"{dataset}__intervals.png", dpi=110)
         plt.close(fig)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.aggregates import improvement_matrices
 from bench.results import FAILED
 from bench.status import collect, total
 from bench.tables import digits, grid_rows, reported_note, tile_grid
@@ -73,12 +74,18 @@ document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener
 """
 
 
-def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame) -> Path:
-    """Write ``index.html`` and ``site/`` under ``results_dir``; returns the page's path."""
+def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame, overall: pd.DataFrame | None = None,
+          improvement: pd.DataFrame | None = None) -> Path:
+    """Write ``index.html`` and ``site/`` under ``results_dir``; returns the page's path.
+
+    ``overall`` and ``improvement`` are :mod:`bench.aggregates`' tables (IQM over datasets,
+    probability of improvement); the per-setting intervals are the board's ``_iqm`` columns.
+    """
     site = results_dir / "site"
     site.mkdir(parents=True, exist_ok=True)
     status = collect(results_dir)
-    parts = [_status_section(status), _leaderboard_section(board), _models_section(rows, results_dir, site),
+    parts = [_status_section(status), _leaderboard_section(board),
+             _aggregates_section(board, overall, improvement), _models_section(rows, results_dir, site),
              _plots_section(results_dir)]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
@@ -86,7 +93,7 @@ def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame) -> Path:
         "<meta name=viewport content='width=device-width,initial-scale=1'><title>bench results</title>"
         f"<style>{_STYLE}</style></head><body><header><h1>bench results</h1>"
         f"<p>{html.escape(str(results_dir))} · {len(rows)} rows · generated {stamp}</p>"
-        "<nav><a href='#status'>grid status</a><a href='#leaderboard'>leaderboard</a>"
+        "<nav><a href='#status'>grid status</a><a href='#leaderboard'>leaderboard</a><a href='#aggregates'>intervals</a>"
         "<a href='#models'>methods</a><a href='#plots'>plots</a></nav></header><main>"
         + "".join(parts) + f"</main><script>{_SCRIPT}</script></body></html>"
     )
@@ -152,6 +159,54 @@ def _leaderboard_section(board: pd.DataFrame) -> str:
                     attrs, body = f"data-value='{mean:.10g}'", f"{_fmt(mean, std)} <span class=n>n={int(n)}</span>"
                 cells.append(f"<td {attrs}>{body}{_published(r, m)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _interval(point: float, lo: float, hi: float) -> str:
+    d = digits(point)
+    return f"{point:.{d}f} <span class=std>[{lo:.{d}f}, {hi:.{d}f}]</span>"
+
+
+def _aggregates_section(board: pd.DataFrame, overall: pd.DataFrame | None, improvement: pd.DataFrame | None) -> str:
+    """IQM [95 % CI] per setting (per dataset), over datasets, and the probability-of-improvement matrices."""
+    metrics = [c[:-4] for c in board.columns if c.endswith("_iqm")]
+    if not metrics:
+        return ""
+    out = ["<h2 id=aggregates>Interquartile mean and 95 % intervals</h2><p>IQM over seeds with a 95 % "
+           "stratified-bootstrap interval (rliable, Agarwal et al. 2021; seeded, so the page is reproducible). "
+           "Complete settings only.</p>"]
+    for dataset, sub in board.groupby("dataset", sort=True):
+        show_config = sub.groupby("method")["config_id"].nunique().max() > 1
+        out.append(f"<h3>{_esc(dataset)}</h3><table class='sortable intervals' data-dataset='{_esc(dataset)}'><thead><tr>"
+                   "<th class=name>method</th>" + ("<th class=name>config</th>" if show_config else "")
+                   + "".join(f"<th class=num data-metric='{_esc(m)}'>{_esc(m)}</th>" for m in metrics) + "</tr></thead><tbody>")
+        for _, r in sub.sort_values("method").iterrows():
+            cells = [f"<td class=name data-value='{_esc(r['method'])}'>{_esc(r['method'])}</td>"]
+            if show_config:
+                cells.append(f"<td class=name data-value='{_esc(r['config_id'])}'>{_esc(r['config_id'])}</td>")
+            for m in metrics:
+                point = r[f"{m}_iqm"]
+                cells.append("<td class=missing data-value=''>—</td>" if pd.isna(point) else
+                             f"<td data-value='{point:.10g}'>{_interval(point, r[f'{m}_iqm_lo'], r[f'{m}_iqm_hi'])}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+    if overall is not None and not overall.empty:
+        out.append("<h3>Over datasets</h3><table class='overall'><thead><tr><th class=name>method</th>"
+                   "<th class=name>metric</th><th class=num>datasets</th><th class=num>IQM [95 % CI]</th></tr></thead><tbody>")
+        out += [f"<tr><td class=name>{_esc(r.method)}</td><td class=name>{_esc(r.metric)}</td><td>{r.datasets}</td>"
+                f"<td>{_interval(r.iqm, r.iqm_lo, r.iqm_hi)}</td></tr>" for r in overall.itertuples()]
+        out.append("</tbody></table>")
+    for metric, (names, cells) in improvement_matrices(improvement if improvement is not None else pd.DataFrame(
+            columns=["metric", "x", "y", "p_improvement", "lo", "hi"])).items():
+        out.append(f"<h3>Probability of improvement: {_esc(metric)}</h3><p>P(row better than column) over the seeds "
+                   f"of the datasets both complete; 0.5 is a tie.</p><table class=improvement data-metric='{_esc(metric)}'>"
+                   "<thead><tr><th class=name>better than →</th>" + "".join(f"<th>{_esc(n)}</th>" for n in names)
+                   + "</tr></thead><tbody>")
+        for x in names:
+            out.append(f"<tr><td class=name>{_esc(x)}</td>" + "".join(
+                "<td>—</td>" if x == y else f"<td data-value='{cells[(x, y)][0]:.6g}'>{_interval(*cells[(x, y)])}</td>"
+                for y in names) + "</tr>")
         out.append("</tbody></table>")
     return "".join(out)
 

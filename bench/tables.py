@@ -7,7 +7,8 @@ run one way (tables → reported / site → report). It holds
 * :func:`grid_rows`: the rows of the grid's models (components left out);
 * :func:`digits`: how many decimals a mean (and its std) is shown with;
 * :func:`reported_note`: a leaderboard line's published counterpart, as text;
-* :func:`tile_grid`: a (rows, cols, C, H, W) grid of images as one image.
+* :func:`tile_grid`: a (rows, cols, C, H, W) grid of images as one image;
+* :func:`lower_is_better`: a metric's direction.
 """
 
 from __future__ import annotations
@@ -43,3 +44,12 @@ def tile_grid(grid: np.ndarray) -> np.ndarray:
     rows, cols, c, h, w = grid.shape
     img = grid.astype(np.float32).transpose(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
     return img[..., 0] if c == 1 else np.clip(img, 0, 1)
+
+
+#: metrics (and training diagnostics) where a lower value is better; every other metric: higher
+LOWER_IS_BETTER = frozenset({"fid", "mse", "lpips", "final_loss", "gaussian_tc", "mutual_info"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower value of ``metric`` is better (FID, MSE, LPIPS, ...)."""
+    return str(metric) in LOWER_IS_BETTER or str(metric).endswith("_fold_std")

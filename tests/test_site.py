@@ -6,6 +6,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import tests.plugin_stages  # noqa: F401  (tiny-bars)
@@ -85,3 +86,26 @@ def test_the_page_renders_in_chromium_sorts_and_has_no_broken_image(site, browse
     shot = tmp_path / "site.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_the_page_shows_iqm_intervals_and_the_probability_of_improvement(site, browser):
+    from selenium.webdriver.common.by import By
+
+    board = pd.read_csv(site / "leaderboard.csv")
+    assert {"factorvae_iqm", "factorvae_iqm_lo", "factorvae_iqm_hi"} <= set(board.columns)
+    assert (board["factorvae_iqm_lo"] <= board["factorvae_iqm"]).all() and (board["factorvae_iqm"] <= board["factorvae_iqm_hi"]).all()
+    assert "## Probability of improvement" in (site / "leaderboard.md").read_text()
+    assert (site / "plots" / "tiny-bars__intervals.png").stat().st_size > 1000
+    browser.get((site / "index.html").as_uri())
+    table = browser.find_element(By.CSS_SELECTOR, "table.intervals[data-dataset='tiny-bars']")
+    cells = {tr.find_elements(By.TAG_NAME, "td")[0].text: tr.find_elements(By.TAG_NAME, "td")[1].text
+             for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert set(cells) == {"ae", "beta-vae"} and all("[" in c and "]" in c for c in cells.values())
+    matrix = browser.find_element(By.CSS_SELECTOR, "table.improvement[data-metric='factorvae']")
+    values = {}
+    for tr in matrix.find_elements(By.CSS_SELECTOR, "tbody tr"):
+        tds = tr.find_elements(By.TAG_NAME, "td")
+        for other, td in zip(("ae", "beta-vae"), tds[1:]):
+            if td.get_attribute("data-value"):
+                values[(tds[0].text, other)] = float(td.get_attribute("data-value"))
+    assert values[("ae", "beta-vae")] + values[("beta-vae", "ae")] == pytest.approx(1.0)
