@@ -172,7 +172,7 @@ def _cmd_leaderboard(args) -> int:
 
     collect_from_plans(Path(args.results))  # stages finished by jobs nobody waited for
     out = regenerate(Path(args.results))
-    print(f"wrote {out['index']}, {out['leaderboard_md']}, {out['leaderboard_csv']}, {out['reproduction_md']} and {out['plots']}/")
+    print("wrote " + ", ".join(str(path) for key, path in out.items() if key != "plots") + f" and {out['plots']}/")
     return 0
 
 

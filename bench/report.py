@@ -16,13 +16,12 @@ import pandas as pd
 
 from bench import aggregates, reported, site
 from bench.results import FAILED, OK, read_results, write_csv_atomic
-from bench.tables import digits, grid_rows, reported_note, tile_grid
+from bench.tables import RUN_STATS, best_lines, digits, grid_rows, lower_is_better, reported_note, tile_grid
+from bench.figures import read_figures
 from bench.trainlog import read_log
 
 #: metrics shown first, in this order; any other metric follows alphabetically
 PREFERRED = ["factorvae", "dci_disentanglement", "dci_completeness", "dci_informativeness"]
-#: bookkeeping rows kept out of the metric plots
-RUN_STATS = ("train_images_per_s", "final_loss")
 
 
 def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
@@ -59,26 +58,42 @@ def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
     return per_seed.groupby(level=[0, 1, 2], dropna=False).sum()
 
 
-def leaderboard_markdown(board: pd.DataFrame) -> str:
-    metrics = [c[:-5] for c in board.columns if c.endswith("_mean")]
-    any_reported = any(f"{m}_reported" in board for m in metrics)
-    show_config = board.groupby(["dataset", "method"])["config_id"].nunique().max() > 1 if len(board) else False
-    head = ["dataset", "method"] + (["config"] if show_config else []) + ["seeds"] + metrics
+def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, mark_best: bool) -> list[str]:
+    head = ["dataset", "method"] + (["config"] if show_config else []) + ["seeds"] + [
+        f"{m} {'↓' if lower_is_better(m) else '↑'}" if mark_best else m for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in board.sort_values(["dataset", "method"]).iterrows():
+    best = {m: set().union(*[best_lines(sub, m) for _, sub in board.groupby("dataset")]) if mark_best else set()
+            for m in metrics}
+    for i, r in board.sort_values(["dataset", "method"]).iterrows():
         cells = [str(r["dataset"]), str(r["method"])] + ([str(r["config_id"])] if show_config else []) + [r["seeds"]]
         for m in metrics:
             mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
             cell = f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std)
-            cells.append(cell + reported_note(r, m))
+            cells.append((f"**{cell}**" if i in best[m] else cell) + reported_note(r, m))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard (metrics, best per dataset in bold) and, apart, the training diagnostics."""
+    board = board.reset_index(drop=True)
+    columns = [c[:-5] for c in board.columns if c.endswith("_mean")]
+    metrics = [m for m in columns if m not in RUN_STATS]
+    diagnostics = [m for m in columns if m in RUN_STATS]
+    any_reported = any(f"{m}_reported" in board for m in metrics)
+    show_config = board.groupby(["dataset", "method"])["config_id"].nunique().max() > 1 if len(board) else False
+    lines = _markdown_table(board, metrics, show_config, mark_best=True)
     legend = (
-        "\nValues are mean ± std over seeds. '—' marks a setting with fewer finished seeds than planned: "
-        "it is shown as missing, not averaged.\n"
+        "\nValues are mean ± std over seeds; ↑ higher is better, ↓ lower is better; the best mean per dataset "
+        "is in bold. '—' marks a setting with fewer finished seeds than planned: it is shown as missing, not averaged.\n"
     )
     if any_reported:
         legend += ("\n'published' is the value the paper reports for the same setting and protocol "
                    "(bench/reported/papers.csv), Δ = measured − published; see reproduction.md.\n")
+    if diagnostics:
+        legend += ("\n## Training diagnostics\n\nNot metrics: `final_loss` compares different objectives and "
+                   "`train_images_per_s` measures the machine's load.\n\n"
+                   + "\n".join(_markdown_table(board, diagnostics, show_config, mark_best=False)) + "\n")
     return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
 
 
@@ -141,9 +156,14 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     write_csv_atomic(board, out["leaderboard_csv"])
     write_csv_atomic(overall, out["aggregates_csv"])
     write_csv_atomic(improvement, out["improvement_csv"])
-    for key, text in (("leaderboard_md", leaderboard_markdown(board) + aggregates_markdown(intervals, overall, improvement)),
-                      ("reproduction_md", reported.reproduction_markdown(
-                          reported.reproduction_table(board, grid_rows(rows), published)))):
+    reproduction = _with_counterpart(reported.reproduction_table(board, grid_rows(rows), published))
+    texts = [("leaderboard_md", leaderboard_markdown(board) + aggregates_markdown(intervals, overall, improvement))]
+    if len(reproduction):  # only a grid with a published counterpart gets reproduction.md
+        texts.append(("reproduction_md", reported.reproduction_markdown(reproduction)))
+    else:
+        out["reproduction_md"].unlink(missing_ok=True)  # a stale one from an earlier grid in this folder
+        del out["reproduction_md"]
+    for key, text in texts:
         tmp = out[key].with_suffix(".md.tmp")
         tmp.write_text(text)
         tmp.replace(out[key])
@@ -157,6 +177,15 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     out["plots"] = plots
     out["index"] = site.build(results_dir, rows, board, overall, improvement)
     return out
+
+
+def _with_counterpart(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper tables of which this grid ran at least one dataset × method (the others are noise here)."""
+    if table.empty:
+        return table
+    touched = ~table["status"].astype(str).str.startswith("not run in this grid")
+    keep = set(map(tuple, table.loc[touched, ["paper", "table"]].itertuples(index=False, name=None)))
+    return table[[k in keep for k in table[["paper", "table"]].itertuples(index=False, name=None)]]
 
 
 def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
@@ -238,9 +267,9 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
     first = _first_seeds(rows)
     for _, r in first.iterrows():
         path = results_dir / "stages" / "model" / str(r["model_id"]) / "figures.npz"
-        if not path.is_file():
+        arrays = read_figures(path) if path.is_file() else None
+        if arrays is None:
             continue
-        arrays = dict(np.load(path))
         stem = f"{r['dataset']}__{r['method']}"
         panels = [(k, arrays[k]) for k in ("originals", "reconstructions", "samples") if k in arrays]
         fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.2 * len(panels) + 0.3), squeeze=False)

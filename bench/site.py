@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from bench.aggregates import improvement_matrices
+from bench.figures import read_figures
 from bench.results import FAILED
 from bench.status import collect, total
-from bench.tables import digits, grid_rows, reported_note, tile_grid
+from bench.tables import RUN_STATS, best_lines, digits, grid_rows, lower_is_better, reported_note, tile_grid
 
 #: the figure panels a model stage writes (bench.figures.write_figures), in display order
 PANELS = ("originals", "reconstructions", "samples", "traversal")
@@ -50,6 +51,8 @@ th.sorted-desc:after{content:" \\25BC"}td.name,th.name{text-align:left}td.missin
 .panel{font-size:12px;color:#57606a}.plots img{max-width:560px;margin:6px 10px 6px 0;border:1px solid #e3e7eb}
 details{margin-top:6px}summary{cursor:pointer;color:#1d3557}code{font-size:12px}
 .params td{font-size:12px;text-align:left}.status td:first-child{text-align:left}
+td.best{font-weight:600;background:#eaf6ec}th[data-direction=higher]:before{content:"\\2191  ";color:#6b7682}
+th[data-direction=lower]:before{content:"\\2193  ";color:#6b7682}.provenance{font-size:12px;color:#57606a;margin:2px 0 6px}
 """
 
 _SCRIPT = """
@@ -84,7 +87,7 @@ def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame, overall: p
     site = results_dir / "site"
     site.mkdir(parents=True, exist_ok=True)
     status = collect(results_dir)
-    parts = [_status_section(status), _leaderboard_section(board),
+    parts = [_status_section(status), _leaderboard_section(board, rows),
              _aggregates_section(board, overall, improvement), _models_section(rows, results_dir, site),
              _plots_section(results_dir)]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -92,7 +95,8 @@ def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame, overall: p
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'><title>bench results</title>"
         f"<style>{_STYLE}</style></head><body><header><h1>bench results</h1>"
-        f"<p>{html.escape(str(results_dir))} · {len(rows)} rows · generated {stamp}</p>"
+        f"<p>{html.escape(results_dir.name)} · {len(rows)} result rows · generated {stamp}</p>"
+        f"<p class=prov>{_provenance(rows)}</p>"
         "<nav><a href='#status'>grid status</a><a href='#leaderboard'>leaderboard</a><a href='#aggregates'>intervals</a>"
         "<a href='#models'>methods</a><a href='#plots'>plots</a></nav></header><main>"
         + "".join(parts) + f"</main><script>{_SCRIPT}</script></body></html>"
@@ -132,19 +136,39 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.{d}f} <span class=std>± {std:.{d}f}</span>"
 
 
-def _leaderboard_section(board: pd.DataFrame) -> str:
-    out = ["<h2 id=leaderboard>Leaderboard</h2><p>Mean ± std over seeds (n = seeds with a value). "
+def _leaderboard_section(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> str:
+    metrics = [c[:-5] for c in board.columns if c.endswith("_mean") and c[:-5] not in RUN_STATS]
+    diagnostics = [c[:-5] for c in board.columns if c.endswith("_mean") and c[:-5] in RUN_STATS]
+    out = ["<h2 id=leaderboard>Leaderboard</h2><p>Mean ± std over seeds (n = seeds with a value); ↑ higher is "
+           "better, ↓ lower is better; the best mean per column is highlighted. "
            "“—” marks a setting with fewer finished seeds than planned: missing, never averaged. "
            "Click a column header to sort.</p>"]
-    metrics = [c[:-5] for c in board.columns if c.endswith("_mean")]
+    out += _board_tables(board, metrics, "board", rows, mark_best=True)
+    if diagnostics:
+        out.append("<h3 id=diagnostics>Training diagnostics</h3><p>Not metrics: <code>final_loss</code> compares "
+                   "different objectives, <code>train_images_per_s</code> measures the machine's load.</p>")
+        out += _board_tables(board, diagnostics, "diagnostics", None, mark_best=False)
+    return "".join(out)
+
+
+def _board_tables(board: pd.DataFrame, metrics: list[str], kind: str, rows: pd.DataFrame | None,
+                  mark_best: bool) -> list[str]:
+    out = []
     for dataset, sub in board.groupby("dataset", sort=True):
         show_config = sub.groupby("method")["config_id"].nunique().max() > 1
         head = ["method"] + (["config"] if show_config else []) + ["seeds"] + metrics
-        out.append(f"<h3>{_esc(dataset)}</h3><table class='sortable board' data-dataset='{_esc(dataset)}'><thead><tr>")
-        out += [f"<th class={'name' if h in ('method', 'config') else 'num'} data-metric='{_esc(h)}'>{_esc(h)}</th>"
-                for h in head]
+        out.append(f"<h3>{_esc(dataset)}</h3>" if kind == "board" else f"<h4>{_esc(dataset)}</h4>")
+        if rows is not None:
+            out.append(_metric_provenance(rows[rows["dataset"] == dataset], metrics))
+        out.append(f"<table class='sortable {kind}' data-dataset='{_esc(dataset)}'><thead><tr>")
+        for h in head:
+            direction = "" if h in ("method", "config", "seeds") or not mark_best else \
+                f" data-direction={'lower' if lower_is_better(h) else 'higher'}"
+            out.append(f"<th class={'name' if h in ('method', 'config') else 'num'} data-metric='{_esc(h)}'{direction}>"
+                       f"{_esc(h)}</th>")
         out.append("</tr></thead><tbody>")
-        for _, r in sub.sort_values("method").iterrows():
+        best = {m: best_lines(sub, m) if mark_best else set() for m in metrics}
+        for i, r in sub.sort_values("method").iterrows():
             cells = [f"<td class=name data-value='{_esc(r['method'])}'><a href='#m-{_anchor(dataset, r['method'])}'>"
                      f"{_esc(r['method'])}</a></td>"]
             if show_config:
@@ -156,11 +180,48 @@ def _leaderboard_section(board: pd.DataFrame) -> str:
                 if pd.isna(mean):
                     attrs, body = "class=missing data-value=''", f"— <span class=n>({int(n)} of {planned} seeds)</span>"
                 else:
-                    attrs, body = f"data-value='{mean:.10g}'", f"{_fmt(mean, std)} <span class=n>n={int(n)}</span>"
+                    attrs = f"{'class=best ' if i in best[m] else ''}data-value='{mean:.10g}'"
+                    body = f"{_fmt(mean, std)} <span class=n>n={int(n)}</span>"
                 cells.append(f"<td {attrs}>{body}{_published(r, m)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
-    return "".join(out)
+    return out
+
+
+def _metric_provenance(rows: pd.DataFrame, metrics: list[str]) -> str:
+    """The metric parameters the table's values were computed with (a reduced sample size shows here)."""
+    if "metric_params" not in rows:
+        return ""
+    parts = []
+    for metric in sorted({str(m) for m in rows["metric"].dropna()}):
+        base = metric if metric in metrics else next((m for m in metrics if metric.startswith(m)), None)
+        if base is None:
+            continue
+        params = sorted({str(p) for p in rows.loc[rows["metric"] == metric, "metric_params"].dropna()} - {"{}"})
+        if params:
+            parts.append(f"{_esc(metric)}: <code>{_esc(' | '.join(params))}</code>")
+    return f"<p class=provenance>metric parameters — {'; '.join(parts)}</p>" if parts else \
+        "<p class=provenance>metric parameters: the reference defaults</p>"
+
+
+def _provenance(rows: pd.DataFrame) -> str:
+    """Where the numbers come from: profile, preset, git commit, device and package versions of the rows."""
+    def distinct(col: str) -> str:
+        if col not in rows:
+            return "—"
+        values = sorted({str(v) for v in rows[col].dropna() if str(v)})
+        return ", ".join(values) if values else "—"
+
+    packages = set()
+    for text in (rows["packages"].dropna().unique() if "packages" in rows else []):
+        try:
+            packages |= {f"{k}={v}" for k, v in json.loads(text).items()}
+        except (ValueError, AttributeError):
+            packages.add(str(text))
+    commits = sorted({str(c)[:10] for c in rows["git_commit"].dropna()}) if "git_commit" in rows else []
+    return (f"profile {_esc(distinct('profile'))} · preset {_esc(distinct('preset'))} · git commit "
+            f"{_esc(', '.join(commits) or '—')} · device {_esc(distinct('device'))} · "
+            f"{_esc(' '.join(sorted(packages)) or 'packages —')}")
 
 
 def _interval(point: float, lo: float, hi: float) -> str:
@@ -252,8 +313,8 @@ def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path
     if len(failed):
         parts.append(f"<p class=failed>failed: {_esc(failed['reason'].iloc[0])}</p>")
     figures = results_dir / "stages" / "model" / model_id / "figures.npz"
-    if figures.is_file():
-        arrays = dict(np.load(figures))
+    arrays = read_figures(figures) if figures.is_file() else None
+    if arrays is not None:
         extra = sorted(k for k in arrays if k not in PANELS and arrays[k].ndim in (4, 5))  # method-specific figures
         for name in [p for p in PANELS if p in arrays] + extra:
             png = site / f"{model_id}__{name}.png"

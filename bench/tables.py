@@ -8,7 +8,7 @@ run one way (tables → reported / site → report). It holds
 * :func:`digits`: how many decimals a mean (and its std) is shown with;
 * :func:`reported_note`: a leaderboard line's published counterpart, as text;
 * :func:`tile_grid`: a (rows, cols, C, H, W) grid of images as one image;
-* :func:`lower_is_better`: a metric's direction.
+* :func:`lower_is_better`: a metric's direction; :func:`best_lines`: the best line of a column.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def tile_grid(grid: np.ndarray) -> np.ndarray:
     return img[..., 0] if c == 1 else np.clip(img, 0, 1)
 
 
+#: rows every model stage writes about its training: diagnostics, not metrics (kept out of the metric tables)
+RUN_STATS = ("train_images_per_s", "final_loss")
+
 #: metrics (and training diagnostics) where a lower value is better; every other metric: higher
 LOWER_IS_BETTER = frozenset({"fid", "mse", "lpips", "final_loss", "gaussian_tc", "mutual_info"})
 
@@ -53,3 +56,13 @@ LOWER_IS_BETTER = frozenset({"fid", "mse", "lpips", "final_loss", "gaussian_tc",
 def lower_is_better(metric: str) -> bool:
     """Whether a lower value of ``metric`` is better (FID, MSE, LPIPS, ...)."""
     return str(metric) in LOWER_IS_BETTER or str(metric).endswith("_fold_std")
+
+
+def best_lines(board: pd.DataFrame, metric: str) -> set:
+    """Index labels of the lines holding the best ``{metric}_mean`` of ``board`` (one dataset; ≥ 2 compared)."""
+    col = f"{metric}_mean"
+    values = board[col].dropna() if col in board else pd.Series(dtype=float)
+    if len(values) < 2:
+        return set()
+    best = values.min() if lower_is_better(metric) else values.max()
+    return set(values.index[values == best])

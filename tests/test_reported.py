@@ -84,3 +84,18 @@ def test_a_malformed_line_names_the_file_line_and_column(tmp_path):
     bad.write_text("paper,table\nx,y\n")
     with pytest.raises(ValueError, match="missing columns"):
         reported.load(bad)
+
+
+def test_reproduction_md_is_written_only_for_a_grid_with_a_published_counterpart(tmp_path):
+    from bench.report import regenerate
+    from bench.results import write_csv_atomic
+
+    rows = _rows([0.02, 0.04])  # PDAE on celeba-d2c: InfoDiffusion's Table 6 has it
+    write_csv_atomic(rows, tmp_path / "results.csv")
+    regenerate(tmp_path)
+    text = (tmp_path / "reproduction.md").read_text()
+    assert "Table 6" in text and "EncDiff" not in text  # only the paper tables this grid touches
+    other = rows.assign(dataset="tiny-bars", method="ae")  # nothing published for it
+    write_csv_atomic(other, tmp_path / "results.csv")
+    regenerate(tmp_path)
+    assert not (tmp_path / "reproduction.md").exists()

@@ -109,3 +109,30 @@ def test_the_page_shows_iqm_intervals_and_the_probability_of_improvement(site, b
             if td.get_attribute("data-value"):
                 values[(tds[0].text, other)] = float(td.get_attribute("data-value"))
     assert values[("ae", "beta-vae")] + values[("beta-vae", "ae")] == pytest.approx(1.0)
+
+
+def test_the_page_says_where_the_numbers_come_from_and_keeps_diagnostics_apart(site, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get((site / "index.html").as_uri())
+    header = browser.find_element(By.TAG_NAME, "header").text
+    assert "profile t" in header and "preset tiny" in header and "git commit" in header and "torch=" in header
+    assert str(site.parent) not in header  # the folder's name, not an absolute path
+    provenance = browser.find_element(By.CSS_SELECTOR, "p.provenance").text
+    assert "num_train" in provenance and "60" in provenance  # the grid's reduced DCI sample sizes
+    board = browser.find_element(By.CSS_SELECTOR, "table.board[data-dataset='tiny-bars']")
+    heads = {th.get_attribute("data-metric"): th.get_attribute("data-direction")
+             for th in board.find_elements(By.CSS_SELECTOR, "thead th")}
+    assert heads["factorvae"] == "higher" and "final_loss" not in heads and "train_images_per_s" not in heads
+    best = board.find_elements(By.CSS_SELECTOR, "td.best")
+    column = [th.get_attribute("data-metric") for th in board.find_elements(By.CSS_SELECTOR, "thead th")]
+    values = {}
+    for tr in board.find_elements(By.CSS_SELECTOR, "tbody tr"):
+        td = tr.find_elements(By.TAG_NAME, "td")[column.index("factorvae")]
+        values[td.get_attribute("data-value")] = "best" in (td.get_attribute("class") or "")
+    numeric = {float(v): b for v, b in values.items() if v}
+    if len(numeric) == 2:  # the higher FactorVAE score of the two methods is marked
+        assert numeric[max(numeric)] and not numeric[min(numeric)]
+    assert best
+    diagnostics = browser.find_element(By.CSS_SELECTOR, "table.diagnostics[data-dataset='tiny-bars']")
+    assert "final_loss" in [th.get_attribute("data-metric") for th in diagnostics.find_elements(By.CSS_SELECTOR, "thead th")]
