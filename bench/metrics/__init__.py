@@ -191,3 +191,25 @@ METRICS.register(
     outputs=("udr",),
     ranges={"num_data_points": ">= 2", "correlation": ("lasso", "spearman"), "kl_threshold": ">= 0", "alpha": "> 0"},
 )
+METRICS.register(
+    "infomec",
+    "bench.metrics.infomec:infomec",
+    "InfoM, InfoE, InfoC (Hsu et al. 2023, latent quantization): NMI by kNN (or plug-in for discrete codes), logistic probe",
+    uses="encode",
+    requires="factors",
+    outputs=("infom", "infoe", "infoc"),
+    ranges={"num_train": ">= 2", "batch_size": ">= 1", "n_neighbors": ">= 1", "active_fraction": "[0, 1)",
+            "max_iter": ">= 1", "zero_information": ("reference", "exclude")},
+)
+METRICS.register(
+    "dci_es",
+    "bench.metrics.dci_es:dci_es",
+    "DCI-ES (Eastwood et al. 2023): explicitness = area under the loss-capacity curve of random-forest probes, size",
+    uses="encode",
+    requires="factors",
+    outputs=("dci_es_explicitness", "dci_es_size", "dci_es_disentanglement", "dci_es_completeness",
+             "dci_es_informativeness"),
+    ranges={"num_train": ">= 2", "num_test": ">= 1", "batch_size": ">= 1", "probe": ("random_forest",),
+            "capacities": "each >= 1", "num_trees": ">= 1", "continuous_factors": "each >= 0",
+            "floor": ("curve_min", "zero")},
+)

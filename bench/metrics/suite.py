@@ -53,7 +53,9 @@ from joblib import Parallel, delayed
 from bench.data.base import FactorDataset
 from bench.metrics import dci as dci_module
 from bench.metrics.betavae import betavae_score
+from bench.metrics.dci_es import dci_es_from_codes
 from bench.metrics.factorvae import factor_vae_score
+from bench.metrics.infomec import infomec_from_codes
 from bench.metrics.information import discrete_entropy, discrete_mutual_info, histogram_discretize
 from bench.metrics.irs import irs_from_codes
 from bench.metrics.mig import mig_from_mutual_info
@@ -79,8 +81,16 @@ SAMPLING_METRIC_PARAMS: dict[str, tuple[str, ...]] = {
 }
 TABLE_METRICS: tuple[str, ...] = tuple(TABLE_METRIC_PARAMS)
 FACTOR_METRICS: tuple[str, ...] = tuple(SAMPLING_METRIC_PARAMS) + TABLE_METRICS
+#: table metrics computed only when named (not in the defaults): their probes are costly
+#: (DCI-ES fits a forest per factor and capacity) and their outputs postdate the tables above
+OPT_IN_TABLE_METRIC_PARAMS: dict[str, tuple[str, ...]] = {
+    "infomec": ("discrete_latents", "n_neighbors", "active_fraction", "max_iter", "zero_information"),
+    "dci_es": ("probe", "capacities", "num_trees", "continuous_factors", "floor"),
+}
 #: table metrics that also need the test table
-NEEDS_TEST = ("sap", "dci", "modularity_explicitness")
+NEEDS_TEST = ("sap", "dci", "modularity_explicitness", "dci_es")
+#: table metrics seeded by the integer drawn after the tables
+_SEEDED = {"sap", "dci", "infomec", "dci_es"}
 
 
 def factor_suite(
@@ -112,12 +122,12 @@ def factor_suite(
         One flat dict with the keys of every selected metric (see :func:`table_suite`, plus
         ``betavae``, ``betavae_train``, ``factorvae``, ``factorvae_train``, ``factorvae_active_dims``).
     """
-    selected = _check_metrics(metrics, FACTOR_METRICS)
-    params = _check_params(params, selected, {**TABLE_METRIC_PARAMS, **SAMPLING_METRIC_PARAMS})
+    selected = _check_metrics(metrics, FACTOR_METRICS + tuple(OPT_IN_TABLE_METRIC_PARAMS))
+    params = _check_params(params, selected, {**TABLE_METRIC_PARAMS, **SAMPLING_METRIC_PARAMS, **OPT_IN_TABLE_METRIC_PARAMS})
     start = _starting_state(random_state)
 
     finish_tables: Callable[[], dict[str, float]] = dict
-    table_metrics = [m for m in selected if m in TABLE_METRIC_PARAMS]
+    table_metrics = [m for m in selected if m in TABLE_METRIC_PARAMS or m in OPT_IN_TABLE_METRIC_PARAMS]
     if table_metrics:
         rs = start()
         codes_train, factors_train = generate_factor_code(dataset, encode, num_train, rs, batch_size)
@@ -160,7 +170,8 @@ def table_suite(
         random_state: int seed, RandomState or Generator; one integer is drawn from it (if
             ``sap`` or ``dci`` is selected) to seed their classifiers.
         metrics: any of :data:`TABLE_METRICS` = ``mig``, ``sap``, ``dci``,
-            ``modularity_explicitness``, ``irs``, ``unsupervised`` (default: all).
+            ``modularity_explicitness``, ``irs``, ``unsupervised`` (default: all), and the
+            opt-in ``infomec`` and ``dci_es`` (:data:`OPT_IN_TABLE_METRIC_PARAMS`).
         n_jobs: workers for the classifier fits (``-1``: all cores; ``1``: in-process).
         params: per-metric options (:data:`TABLE_METRIC_PARAMS`), e.g. ``{"irs": {"diff_quantile": 1.0}}``.
             ``{"dci": {"importance": "hist_gbt"}}`` selects the opt-in fast DCI importance of
@@ -192,8 +203,8 @@ def _start_table_suite(
     """:func:`table_suite` in two steps: the checks, the information metrics and the dispatch
     of the classifier fits to ``joblib`` workers happen now; the returned function waits for
     the fits and returns all the scores. The caller may do other work in between."""
-    selected = _check_metrics(metrics, TABLE_METRICS)
-    params = _check_params(params, selected, TABLE_METRIC_PARAMS)
+    selected = _check_metrics(metrics, TABLE_METRICS + tuple(OPT_IN_TABLE_METRIC_PARAMS))
+    params = _check_params(params, selected, {**TABLE_METRIC_PARAMS, **OPT_IN_TABLE_METRIC_PARAMS})
     if "dci" in selected and params["dci"].get("importance", "gbt") not in dci_module.IMPORTANCES:
         raise ValueError(f"params['dci']['importance'] = {params['dci']['importance']!r}; expected one of {dci_module.IMPORTANCES}")
     x_train, y_train = check_table(codes_train, factors_train, "train")
@@ -208,7 +219,7 @@ def _start_table_suite(
                 f"train and test must have the same codes and factors, got train {x_train.shape}/{y_train.shape}, "
                 f"test {x_test.shape}/{y_test.shape}"
             )
-    seed = int(as_random_state(random_state).randint(2**31 - 1)) if {"sap", "dci"} & set(selected) else 0
+    seed = int(as_random_state(random_state).randint(2**31 - 1)) if _SEEDED & set(selected) else 0
 
     results: dict[str, float] = {}
     mutual_info: dict[int, np.ndarray] = {}
@@ -226,6 +237,10 @@ def _start_table_suite(
         results.update(irs_from_codes(x_train, y_train, **params["irs"]))
     if "unsupervised" in selected:
         results.update(unsupervised_from_codes(x_train, **params["unsupervised"]))
+    if "infomec" in selected:
+        results.update(infomec_from_codes(x_train, y_train, seed=seed, **params["infomec"]))
+    if "dci_es" in selected:
+        results.update(dci_es_from_codes(x_train, y_train, x_test, y_test, seed=seed, n_jobs=n_jobs, **params["dci_es"]))
 
     tasks = _classifier_tasks(selected, params, x_train, y_train, x_test, y_test, seed)
     pending = (Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*args) for _, _, fn, args in tasks)
