@@ -36,6 +36,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
+from bench.atomic import writing
 from bench.params import Range, check_range, check_type
 from bench.registry import did_you_mean
 
@@ -128,6 +129,11 @@ class Adapter(abc.ABC):
         merged = copy.deepcopy(cls.defaults)
         for key, value in params.items():
             merged[key] = _coerce(cls.__name__, key, value, cls.defaults[key])
+            default = cls.defaults[key]
+            if merged[key] == [] and isinstance(default, (list, tuple)) and default and \
+                    not any(p.get(key) == [] for p in cls.presets.values()):  # no preset leaves it empty: it cannot be
+                raise ValueError(f"{cls.__name__}: hyperparameter {key!r} = [] is empty; expected a non-empty list "
+                                 f"like the default {list(default)!r}")
         for key, spec in cls.ranges.items():
             check_range(cls.__name__, f"hyperparameter {key!r}", merged.get(key), spec)
         return merged
@@ -230,8 +236,9 @@ class Adapter(abc.ABC):
             "state": self.state_dict(),
         }
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with writing(path, tmp, _tensor_bytes(payload["state"])):
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, components: dict[str, "Adapter"] | None = None) -> "Adapter":
@@ -278,3 +285,14 @@ def as_images(x: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(f"expected images of shape (N, {', '.join(map(str, input_shape))}), got {x.shape}")
     return x
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state: about what its checkpoint needs on disk."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0

@@ -1,4 +1,4 @@
-"""The ``bench`` command line: ``run``, ``status``, ``ls``, ``leaderboard``, ``score``, ``data``.
+"""The ``bench`` command line: ``run``, ``status``, ``verify``, ``ls``, ``leaderboard``, ``score``, ``data``.
 
 Heavy modules (torch, the runner) are imported inside the commands that need them, so
 ``bench ls`` and argument errors answer at once.
@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--results", default=None, help="a results folder (all its stages) instead of a profile")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
+    ve = sub.add_parser("verify", help="check every artifact against its recorded sha256; move corrupt stages to quarantine/")
+    ve.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
+    ve.add_argument("--profile", default=None, help="profile name (default: the file's default_profile)")
+    ve.add_argument("--results", default=None, help="a results folder instead of a profile's")
+
     ls = sub.add_parser("ls", help="list registered methods, datasets and metrics")
     ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"], help="only this registry")
 
@@ -78,14 +83,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _cmd_run, "status": _cmd_status, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "report": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
+        commands = {"run": _cmd_run, "status": _cmd_status, "verify": _cmd_verify, "ls": _cmd_ls, "leaderboard": _cmd_leaderboard, "report": _cmd_leaderboard, "score": _cmd_score, "data": _cmd_data}
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # user-facing errors: one clear line, no traceback
+        from bench.atomic import DiskFullError, disk_full, is_disk_full
         from bench.config import ConfigError
         from bench.registry import UnknownNameError
+
+        if is_disk_full(exc):
+            line = exc if isinstance(exc, DiskFullError) else disk_full(Path(getattr(exc, "filename", None) or "."))
+            print(f"bench {args.command}: {line}", file=sys.stderr)
+            return 2
 
         if isinstance(exc, (ConfigError, UnknownNameError, FileNotFoundError, ValueError, PermissionError)):
             print(f"bench {args.command}: error: {exc}", file=sys.stderr)
@@ -152,6 +163,13 @@ def _cmd_status(args) -> int:
     from bench import status
 
     return status.main(Path(args.config), args.profile, Path(args.results).resolve() if args.results else None, args.json)
+
+
+def _cmd_verify(args) -> int:
+    from bench import status, verify
+
+    results = Path(args.results).resolve() if args.results else status.results_of_profile(Path(args.config), args.profile)[0]
+    return verify.main(results)
 
 
 def _cmd_score(args) -> int:

@@ -14,7 +14,9 @@ key and the fix.
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -42,6 +44,8 @@ def load_codes_file(path: str | Path) -> dict[str, Any]:
         CodesFileError: not an ``.npz`` archive, or a key is missing, unknown or malformed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CodesFileError(f"{path}: is a directory; expected a codes .npz file (np.savez(path, codes=..., factors=...))")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such codes file")
     try:
@@ -51,13 +55,47 @@ def load_codes_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CodesFileError(f"{path}: holds a single array; expected an .npz archive of named arrays (np.savez(path, codes=...))")
     with archive:
+        _check_headers(path, archive.zip)
         arrays = {}
         for key in archive.files:
             try:
                 arrays[key] = archive[key]
-            except ValueError as exc:  # object arrays need pickle, which is refused
-                raise CodesFileError(f"{path}: key {key!r} cannot be read without pickle ({exc}); store plain arrays") from None
+            except ValueError as exc:
+                if "pickle" in str(exc):  # object arrays need pickle, which is refused
+                    raise CodesFileError(f"{path}: key {key!r} cannot be read without pickle ({exc}); "
+                                         "store plain arrays") from None
+                raise _damaged(path, key, exc) from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as exc:
+                raise _damaged(path, key, exc) from None
     return validate_codes(arrays, str(path))
+
+
+def _damaged(path: Path, key: str, exc: BaseException) -> CodesFileError:
+    return CodesFileError(f"{path}: key {key!r} cannot be read: the file is damaged or truncated "
+                          f"({type(exc).__name__}: {exc}); write it again with np.savez")
+
+
+def _check_headers(path: Path, archive: zipfile.ZipFile) -> None:
+    """Each member's .npy header against the bytes the member holds, before anything is allocated.
+
+    A damaged header can claim terabytes; the array is read only when its header is consistent.
+    """
+    for info in archive.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        try:
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                offset = f.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise _damaged(path, key, exc) from None
+        if dtype.hasobject:
+            continue  # refused, with its own message, when it is read
+        needed = math.prod(shape) * dtype.itemsize
+        if needed > info.file_size - offset:
+            raise CodesFileError(f"{path}: key {key!r} claims shape {tuple(shape)} of {dtype} ({needed:,} bytes) but holds "
+                                 f"{info.file_size - offset:,} bytes: the file is damaged or truncated; write it again")
 
 
 def validate_codes(arrays: Mapping[str, Any], source: str = "codes") -> dict[str, Any]:

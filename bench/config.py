@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
-from bench.params import check_range, check_type
+from bench.params import check_range, check_type, n_jobs
 from bench.registry import did_you_mean
 
 
@@ -210,8 +210,10 @@ def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] |
     datasets = _names(body["datasets"], registry.datasets(), path, f"{where}.datasets")
     metrics = _names(body.get("metrics", ["factorvae", "dci"]), registry.metrics(), path, f"{where}.metrics")
     seeds = body["seeds"]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(f"{path}: {where}.seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    if not isinstance(seeds, list) or not seeds or \
+            not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise ConfigError(f"{path}: {where}.seeds must be a non-empty list of integers in [0, 2**32) "
+                          f"(numpy's seeds), got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{path}: {where}.seeds has duplicates: {seeds!r}")
     preset = body.get("preset", "tiny")
@@ -231,7 +233,7 @@ def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] |
                 f"it has {', '.join(cls.presets)}"
             )
     device = body.get("device", "auto")
-    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise ConfigError(f"{path}: {where}.device = {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     overrides = _method_tables(body.get("overrides", {}), methods, path, f"{where}.overrides", allow_star=True)
@@ -375,8 +377,9 @@ def check_metric_params(metric: str, params: dict[str, Any], where: str) -> None
             continue
         try:
             check_type(f"metric {metric!r}", f"parameter {key!r}", value, defaults.get(key))
-            if key in ranges:
-                check_range(f"metric {metric!r}", f"parameter {key!r}", value, ranges[key])
+            spec = ranges.get(key, n_jobs if key == "n_jobs" else None)
+            if spec is not None:
+                check_range(f"metric {metric!r}", f"parameter {key!r}", value, spec)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}.{key}: {exc}") from None
 

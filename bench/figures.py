@@ -6,9 +6,12 @@ and the site draw them without loading the model (:mod:`bench.report`, :mod:`ben
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from bench.atomic import writing
 
 
 def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: int = 7) -> None:
@@ -34,8 +37,21 @@ def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: 
     if hasattr(adapter, "extra_figures"):  # method-specific panels (EncDiff's cross-attention maps)
         arrays.update(adapter.extra_figures(originals))
     tmp = folder / "figures.tmp.npz"
-    np.savez_compressed(tmp, **{k: v.astype(np.float16) for k, v in arrays.items()})
-    tmp.replace(folder / "figures.npz")
+    halves = {k: v.astype(np.float16) for k, v in arrays.items()}
+    with writing(folder / "figures.npz", tmp, sum(a.nbytes for a in halves.values())):
+        np.savez_compressed(tmp, **halves)
+        tmp.replace(folder / "figures.npz")
+
+
+def read_figures(path: Path) -> dict[str, np.ndarray] | None:
+    """The panels of a model's ``figures.npz``; None (and one line naming the file) when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except Exception as exc:  # a damaged archive: BadZipFile, zlib.error, EOFError, ValueError ...
+        print(f"bench: {path} cannot be read ({type(exc).__name__}: {exc}); its figures are left out "
+              "(`bench verify` moves the stage aside, the next run redoes it)", file=sys.stderr)
+        return None
 
 
 def unit_swaps(adapter, originals: np.ndarray, k: int) -> np.ndarray:

@@ -74,7 +74,7 @@ def adopt_legacy(plan: Plan, store: Store, context: dict[str, Any]) -> int:
                                       "adopted_from": str(folder)})
         if token is None:
             continue
-        worker.tokens[match.id] = token
+        worker.record_done(match.id, token, {})
         adopted += 1
         if old_rows is not None:
             _adopt_legacy_rows(old_rows, match, evals, worker, store, context)

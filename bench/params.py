@@ -7,6 +7,10 @@ A range is a short string read by :func:`check_range`:
 * ``"each >= 1"`` (any of the above after ``each``) — every element of a list;
 * a tuple of strings — the value must be one of them.
 
+Numbers are finite (``inf`` only where a range's closed end is ``inf]``) and integers are
+below ``2**31`` (``INT_LIMIT``): no machine trains that many steps or allocates that many
+units. The elements of a list have the type of its default's elements.
+
 ``None`` values are always accepted (they mean "the default behaviour" wherever a default is
 ``None``). The message names the owner (a method or metric), the key, the value and the
 accepted range, so that :mod:`bench.config` only has to prefix the file and the table.
@@ -19,6 +23,8 @@ import re
 from typing import Any, Callable
 
 Range = str | tuple[str, ...] | Callable[[Any], object]  # a callable raises ValueError on a bad value
+#: integers of hyperparameters and metric parameters stay below this: a larger one cannot work on any machine
+INT_LIMIT = 2**31
 
 _BOUND = re.compile(r"^(>=|>|<=|<)\s*(-?[\d.e+-]+|inf)$")
 _INTERVAL = re.compile(r"^([\[(])\s*(-?[\d.e+-]+|-inf)\s*,\s*(-?[\d.e+-]+|inf)\s*([\])])$")
@@ -65,13 +71,33 @@ def check_range(owner: str, key: str, value: Any, spec: Range) -> None:
     else:
         ok = _number_within(value, spec)
     if not ok:
-        raise ValueError(f"{owner}: {key} = {value!r} is out of range; expected {describe(spec)}")
+        raise ValueError(f"{owner}: {key} = {value!r} is out of range; expected {describe(spec)}"
+                         f"{_LIMITS if _beyond_limits(value) else ''}")
+
+
+_LIMITS = " (a finite number; an integer below 2**31)"
+
+
+def _beyond_limits(value: Any) -> bool:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(v, (int, float)) and not isinstance(v, bool) and
+               (math.isinf(v) or (isinstance(v, int) and abs(v) >= INT_LIMIT)) for v in values)
 
 
 def _number_within(value: Any, spec: str) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return False
+    if math.isinf(value) and not spec.rstrip().endswith("inf]"):
+        return False  # "> 0" means a finite positive number: inf trains to nothing
+    if isinstance(value, int) and abs(value) >= INT_LIMIT:
+        return False
     return _within(float(value), spec)
+
+
+def n_jobs(value: Any) -> None:
+    """a non-zero integer below 2**31 (joblib's n_jobs: -1 = every core) or None"""
+    if isinstance(value, bool) or not isinstance(value, int) or value == 0 or abs(value) >= INT_LIMIT:
+        raise ValueError("expected a non-zero integer (joblib's n_jobs: 1 = no parallelism, -1 = every core) or None")
 
 
 def check_type(owner: str, key: str, value: Any, default: Any) -> Any:
@@ -91,6 +117,9 @@ def check_type(owner: str, key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
         value = list(value) if ok else value
+        if ok and default:
+            for element in value:
+                check_type(owner, f"{key} (element {element!r})", element, default[0])
     else:
         ok = isinstance(value, type(default))
     if not ok:

@@ -11,7 +11,6 @@ Wide tables exist only at render time (:mod:`bench.report`).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -21,7 +20,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.store import FileLock
+from bench.atomic import write_bytes_atomic
+from bench.store import FileLock, Store, read_plan
 
 COLUMNS = [
     "model_id", "eval_id", "stage", "role", "config_id", "profile", "method", "method_version", "preset", "dataset",
@@ -43,11 +43,8 @@ def make_row(base: dict, metric: str, value: float, status: str, reason: str | N
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temporary file and a rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    """Write ``frame`` to ``path`` via a temporary file and a rename (never half a file, no temp file left)."""
+    write_bytes_atomic(frame.to_csv(index=False).encode(), path)
 
 
 def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -59,17 +56,30 @@ def rows_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame[COLUMNS]
 
 
+class UnreadableTableError(ValueError):
+    """A CSV table that cannot be parsed; the message names the file."""
+
+
+def _read_csv(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
+        raise UnreadableTableError(f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})") from None
+
+
 def read_rows(path: Path) -> pd.DataFrame | None:
     """The rows of one stage (``rows.csv``), or None when the file is absent."""
     if not path.is_file():
         return None
-    return pd.read_csv(path, dtype={**_ID_COLUMNS, "cell_id": str})
+    return _read_csv(path, "a stage's rows table", dtype={**_ID_COLUMNS, "cell_id": str})
 
 
 def read_results(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results table yet; run `bench run` first")
-    frame = pd.read_csv(path, dtype=_ID_COLUMNS)
+    frame = _read_csv(path, "a bench results table", dtype=_ID_COLUMNS)
     missing = [c for c in ("method", "dataset", "seed", "metric", "value", "status") if c not in frame]
     if missing:
         raise ValueError(f"{path}: not a bench results table, missing columns {missing}")
@@ -116,7 +126,7 @@ def collect_from_plans(results_dir: Path) -> Path | None:
     def folders() -> list[Path]:
         seen, out = set(), []
         for plan_path in plans:
-            for s in json.loads(plan_path.read_text())["stages"]:
+            for s in read_plan(plan_path)["stages"]:
                 folder = results_dir / "stages" / s["kind"] / s["id"]
                 if s["id"] not in seen and ((folder / "done.json").exists() or (folder / "failed.json").exists()):
                     seen.add(s["id"])
@@ -124,6 +134,24 @@ def collect_from_plans(results_dir: Path) -> Path | None:
         return out
 
     return write_results(results_dir, folders)
+
+
+def _trusted_rows(store: Store, folder: Path) -> pd.DataFrame | None:
+    """A stage's rows, checked against the sha256 recorded with them; a corrupt stage is quarantined (None)."""
+    kind, stage_id = folder.parent.name, folder.name
+    in_store = folder.parent.parent == store.root / "stages"
+    if in_store and store.being_redone(kind, stage_id):
+        return None  # a worker is rewriting its rows: they come in with the next rebuild
+    problem = store.rows_problem(kind, stage_id) if in_store else None
+    if problem is None:
+        try:
+            return read_rows(folder / "rows.csv")
+        except UnreadableTableError as exc:
+            problem = str(exc)
+            if not in_store:
+                raise
+    store.quarantine(kind, stage_id, problem)
+    return None
 
 
 def write_results(results_dir: Path, folders, columns: dict[str, Any] | None = None) -> Path:
@@ -134,7 +162,8 @@ def write_results(results_dir: Path, folders, columns: dict[str, Any] | None = N
     """
     path = results_dir / "results.csv"
     with FileLock(results_dir / "results.csv.lock"):
-        frames = [f for f in (read_rows(folder / "rows.csv") for folder in folders()) if f is not None and len(f)]
+        store = Store(results_dir)
+        frames = [f for f in (_trusted_rows(store, folder) for folder in folders()) if f is not None and len(f)]
         frame = rows_frame(pd.concat(frames, ignore_index=True).to_dict("records")) if frames else rows_frame([])
         if len(frame):
             for name, value in (columns or {}).items():

@@ -35,6 +35,7 @@ stage store (:mod:`bench.store`) keeps the folders.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ from pathlib import Path
 
 import torch
 
+from bench import registry
 from bench import stages as stage_graph
+from bench.data.files import CorruptDatasetError, DatasetFilesMissing
 from bench.adapter import resolve_device
 from bench.config import ConfigError, Profile
 from bench.executors import slurm
@@ -51,7 +54,7 @@ from bench.executors.local import run_local_workers
 from bench.legacy import adopt_legacy
 from bench.report import regenerate
 from bench.results import git_commit, package_versions, write_results
-from bench.stages import ModelStage, Plan
+from bench.stages import EvalStage, GroupStage, ModelStage, Plan
 from bench.store import DONE, Store, check_writable, read_json, write_json_atomic
 from bench.worker import Worker
 
@@ -69,9 +72,15 @@ class RunSummary:
 
 
 def check_device(requested: str, profile: Profile, overridden: bool) -> str:
-    """The device to run on; a CUDA device the machine lacks stops the run before any work."""
+    """The device to run on; a malformed device, or one the machine lacks, stops the run before any work."""
+    where = "--device" if overridden else f"profile {profile.name!r}"
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", requested or ""):
+        raise ConfigError(f"{where} asks for device {requested!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N' "
+                          "(or 'mps' on a Mac that has it)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"{where} asks for device 'mps', but this machine has no MPS device "
+                          f"(torch {torch.__version__}); run with --device cpu (or --device auto)")
     if requested.startswith("cuda"):
-        where = "--device" if overridden else f"profile {profile.name!r}"
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"{where} asks for device {requested!r}, but this machine has no CUDA device "
@@ -81,6 +90,18 @@ def check_device(requested: str, profile: Profile, overridden: bool) -> str:
             raise ConfigError(f"{where} asks for device {requested!r}, but this machine has "
                               f"{torch.cuda.device_count()} CUDA device(s); pass --device cuda:0 or another index")
     return str(resolve_device(requested))
+
+
+def check_datasets(plan: Plan, todo: list) -> None:
+    """Open each dataset the stages still to run need, once, before any work: missing or truncated files stop the run."""
+    names = sorted({(s.model if isinstance(s, EvalStage) else s.members[0] if isinstance(s, GroupStage) else s).dataset
+                    for s in todo})
+    for name in names:
+        try:
+            registry.datasets().create(name)
+        except (DatasetFilesMissing, CorruptDatasetError) as exc:
+            raise ConfigError(f"profiles.{plan.profile}: dataset {name!r} cannot be read: {exc}; nothing was run "
+                              f"(`bench data verify {name}` checks its files)") from None
 
 
 def run_profile(
@@ -118,7 +139,9 @@ def run_profile(
     context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev,
                "threads": threads, "run": uuid.uuid4().hex[:12], "run_started": time.time()}
     adopt_legacy(plan, store, context)
-    before = Worker(plan, store, context).count_done()
+    looker = Worker(plan, store, context)
+    before = looker.count_done()
+    check_datasets(plan, [s for s in plan.stages if looker.status(s) != DONE])
     job_ids: list[str] = []
     if executor != "inline":
         job_ids, ran, fitted = slurm.submit(profile, results_dir, plan, context, executor=executor, shard=shard,
@@ -130,7 +153,7 @@ def run_profile(
     elif jobs <= 1:
         ran, fitted, failed = run_inline(plan, store, context, threads, progress)
     else:
-        ran, fitted, failed = run_local_workers(profile, results_dir, shard, dev, context, jobs, progress)
+        ran, fitted, failed = run_local_workers(profile, results_dir, shard, dev, context, jobs, progress, plan)
     results_csv = collect_results(plan, store)
     if report:
         regenerate(results_dir)
@@ -143,7 +166,7 @@ def _failed_in_store(plan: Plan, store: Store) -> list[str]:
     for s in plan.stages:
         folder = store.folder(s.kind, s.id)
         record = read_json(folder / "failed.json")
-        if record is not None and not (folder / "done.json").exists() and (s.kind == "model" or (folder / "rows.csv").exists()):
+        if isinstance(record, dict) and not (folder / "done.json").exists() and (s.kind == "model" or (folder / "rows.csv").exists()):
             out.append(f"{s.label} ({s.id}): {str(record.get('reason', '')).splitlines()[0] if record.get('reason') else ''}")
     return out
 

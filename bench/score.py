@@ -136,6 +136,7 @@ def score_codes(
     num_test: int = 5000,
     batch_size: int = 16,
     n_jobs: int | None = -1,
+    reasons: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Score a validated codes table (:func:`load_codes_file` or :func:`validate_codes`).
 
@@ -148,6 +149,9 @@ def score_codes(
             "infodiffusion"}, "betavae": {"num_train": 1000}}``.
         num_train, num_test, batch_size: the factor suite's shared sample sizes.
         n_jobs: joblib workers for classifier fits (results do not depend on it).
+        reasons: when given, a factor metric that cannot be computed on this table (MIG with a
+            factor that takes one value) gives NaN and its reason here, and the others their
+            values; when ``None``, its ``ValueError`` is raised.
 
     Returns:
         ``{output name: value}`` for the selected outputs, in :data:`OUTPUT_NAMES` order.
@@ -164,7 +168,17 @@ def score_codes(
 
     factor_groups = [g for g in plan.groups if GROUPS[g][1] == "factors" or g == "unsupervised"]
     if factor_groups and "factors" in data:
-        results.update(_factor_metrics(data, factor_groups, seed, params, num_train, num_test, batch_size, n_jobs))
+        try:
+            results.update(_factor_metrics(data, factor_groups, seed, params, num_train, num_test, batch_size, n_jobs))
+        except ValueError:
+            if reasons is None:
+                raise
+            for group in factor_groups:  # one group at a time (each starts from the seed: the same values)
+                try:
+                    results.update(_factor_metrics(data, [group], seed, params, num_train, num_test, batch_size, n_jobs))
+                except ValueError as exc:
+                    for out in GROUPS[group][0]:
+                        results[out], reasons[out] = float("nan"), str(exc)
     elif "unsupervised" in factor_groups:
         from bench.metrics.unsupervised import unsupervised_from_codes  # local: keeps scipy out of `bench` start-up
 
@@ -277,6 +291,8 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     """Run ``bench score``; returns the exit status (0). Errors raise ``ValueError`` /
     ``FileNotFoundError`` with a one-line message."""
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed {args.seed}: out of range; expected an integer in [0, 2**32) (numpy's random state)")
     params = parse_params(getattr(args, "param", []))  # a bad option fails before the file is read
     data = load_codes_file(args.codes)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
@@ -285,11 +301,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench score: {name}: not computed: {why}", file=sys.stderr)
     if not plan.outputs:
         raise ValueError(f"{data['source']}: nothing to score")
-    results = score_codes(data, metrics, args.seed, params=params)
+    reasons: dict[str, str] = {}
+    results = score_codes(data, metrics, args.seed, params=params, reasons=reasons)
     if args.json:
+        for name, why in reasons.items():
+            print(f"bench score: {name}: not computed: {why}", file=sys.stderr)
         print(json.dumps({k: (v if math.isfinite(v) else None) for k, v in results.items()}, allow_nan=False))
     else:
         width = max(len(k) for k in results)
         for name, value in results.items():
-            print(f"{name:<{width}}  {value:.6g}")
+            print(f"{name:<{width}}  {value:.6g}" + (f"  (not computed: {reasons[name]})" if name in reasons else ""))
     return 0

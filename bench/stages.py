@@ -189,7 +189,8 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         """What ``bench status`` needs, without importing anything heavy."""
         return {"profile": self.profile, "stages": [
-            {"kind": s.kind, "id": s.id, "role": getattr(s, "role", s.kind), "label": s.label} for s in self.stages]}
+            {"kind": s.kind, "id": s.id, "role": getattr(s, "role", s.kind), "label": s.label,
+             "deps": [dep_id for _, dep_id in s.deps]} for s in self.stages]}
 
 
 def metric_version(name: str) -> int:

@@ -1,7 +1,10 @@
 """``bench status``: how far a grid has got, read from the stage store alone (no torch, no pandas).
 
 Per stage role (component, model, evaluation, group): how many are done, running (with the
-owner's host and pid), failed (with the first line of the reason) and pending. The stages
+owner's host and pid), failed (with the first line of the reason) and pending. A stage whose
+``done.json`` records an input that has been redone since (the input's completion token
+changed, or the input is itself out of date) is not done: the next run redoes it, so it
+counts as pending. The stages
 of a profile are those ``bench run`` recorded in ``<results>/plan/<profile>.json``; for a
 results folder without a profile, every plan recorded there plus every stage folder found.
 """
@@ -15,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.store import KINDS, claim_is_stale, claim_timeout, read_json
+from bench.store import KINDS, claim_is_stale, claim_timeout, read_json, read_plan
 
 ROLES = ("component", "model", "evaluation", "group")
 
@@ -37,15 +40,18 @@ def collect(results: Path, profile: str | None = None) -> dict[str, Any]:
     """Counts and details per role; ``profile`` restricts to the stages of that profile's plan."""
     plans = [results / "plan" / f"{profile}.json"] if profile else sorted((results / "plan").glob("*.json"))
     known: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, id) -> (role, label)
+    deps: dict[tuple[str, str], list[str]] = {}  # (kind, id) -> the model stages it is made from (plans record them)
     for path in plans:
-        plan = read_json(path)
-        if plan is None:
+        if not path.is_file():
             if profile:
                 raise FileNotFoundError(f"{path}: no plan recorded for profile {profile!r} in {results}; "
                                         "`bench run` records it when it starts")
             continue
+        plan = read_plan(path)
         for s in plan["stages"]:
             known[(s["kind"], s["id"])] = (s.get("role", s["kind"]), s.get("label", s["id"]))
+            if isinstance(s.get("deps"), list):
+                deps[(s["kind"], s["id"])] = [str(d) for d in s["deps"]]
     if not profile:
         for kind in KINDS:
             try:
@@ -57,26 +63,80 @@ def collect(results: Path, profile: str | None = None) -> dict[str, Any]:
                     if entry.is_dir() and (kind, entry.name) not in known:
                         known[(kind, entry.name)] = (kind, entry.name)
     timeout = claim_timeout()
+    outdated = _Outdated(results, deps)
     out: dict[str, Any] = {r: {"done": 0, "running": [], "failed": [], "pending": 0} for r in ROLES}
     for (kind, stage_id), (role, label) in known.items():
         folder = results / "stages" / kind / stage_id
         bucket = out.setdefault(role, {"done": 0, "running": [], "failed": [], "pending": 0})
-        if os.path.exists(folder / "done.json"):
-            bucket["done"] += 1
+        if outdated.finished(kind, stage_id) is not None:
+            if not outdated(kind, stage_id):
+                bucket["done"] += 1
+                continue
+            bucket["pending"] += 1  # made from an input redone since: the next run redoes it
             continue
         claim = folder / "claim.json"
         if os.path.exists(claim) and not claim_is_stale(claim, timeout):
-            record = read_json(claim) or {}
+            record = read_json(claim)
+            record = record if isinstance(record, dict) else {"host": "(a claim not readable yet)"}
             bucket["running"].append({"label": label, "id": stage_id, "host": record.get("host"),
                                       "pid": record.get("pid"), "since": record.get("started")})
             continue
         failed = read_json(folder / "failed.json")
-        if failed is not None:
+        if isinstance(failed, dict):
             first = (str(failed.get("reason") or "").splitlines() or [""])[0]
             bucket["failed"].append({"label": label, "id": stage_id, "reason": first})
             continue
         bucket["pending"] += 1
     return {"results": str(results), "profile": profile, "stages": len(known), "roles": out}
+
+
+class _Outdated:
+    """Whether a done stage was made from an input that has been redone since (memoised per stage)."""
+
+    def __init__(self, results: Path, deps: dict[tuple[str, str], list[str]]) -> None:
+        self.results, self.deps, self.memo, self.tokens, self.mtimes = results, deps, {}, {}, {}
+
+    def finished(self, kind: str, stage_id: str) -> int | None:
+        """When the stage's ``done.json`` was written (ns), None when it has none: one stat, remembered."""
+        key = (kind, stage_id)
+        if key not in self.mtimes:
+            try:
+                self.mtimes[key] = os.stat(self.results / "stages" / kind / stage_id / "done.json").st_mtime_ns
+            except (FileNotFoundError, NotADirectoryError):
+                self.mtimes[key] = None
+        return self.mtimes[key]
+
+    def _quick(self, kind: str, stage_id: str) -> bool | None:
+        """False when the plan's inputs were all written before the stage and are up to date; None: read the records."""
+        inputs = self.deps.get((kind, stage_id))
+        own = self.finished(kind, stage_id)
+        if inputs is None or own is None:
+            return None
+        for dep in inputs:
+            written = self.finished("model", dep)
+            if written is not None and (written >= own or self("model", dep)):
+                return None
+        return False
+
+    def token(self, kind: str, stage_id: str) -> str | None:
+        if (kind, stage_id) not in self.tokens:
+            record = read_json(self.results / "stages" / kind / stage_id / "done.json")
+            self.tokens[(kind, stage_id)] = record.get("token") if isinstance(record, dict) else None
+        return self.tokens[(kind, stage_id)]
+
+    def __call__(self, kind: str, stage_id: str) -> bool:
+        key = (kind, stage_id)
+        if key not in self.memo:
+            self.memo[key] = False  # a cycle cannot happen; this only guards against a damaged store
+            if self._quick(kind, stage_id) is False:
+                return False
+            record = read_json(self.results / "stages" / kind / stage_id / "done.json")
+            deps = (record.get("deps") if isinstance(record, dict) else None) or {}
+            # inputs are model stages (components of a model, the model of an evaluation, a group's seeds)
+            self.memo[key] = any(
+                (now := self.token("model", dep_id)) is not None and (now != token or self("model", dep_id))
+                for dep_id, token in (deps.items() if isinstance(deps, dict) else ()))
+        return self.memo[key]
 
 
 def total(bucket: dict[str, Any]) -> int:

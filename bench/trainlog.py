@@ -60,8 +60,8 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     """The lines written so far (a half-written last line of a running stage is skipped)."""
     out = []
     try:
-        text = path.read_text()
-    except FileNotFoundError:
+        text = path.read_text(errors="replace")  # damaged bytes spoil their line only
+    except (FileNotFoundError, IsADirectoryError):
         return out
     for line in text.splitlines():
         try:

@@ -31,11 +31,12 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import registry
+from bench.atomic import DiskFullError, disk_full, is_disk_full, writing
 from bench.evaluation import evaluate, evaluate_group
 from bench.figures import write_figures
 from bench.results import FAILED, SKIPPED, OK, make_row, rows_frame, write_csv_atomic
 from bench.stages import EvalStage, GroupStage, ModelStage, Plan, Stage
-from bench.store import DONE, PENDING, RUNNING, CorruptArtifactError, Store, read_json
+from bench.store import DONE, PENDING, RUNNING, WAIT_NOTICE, CorruptArtifactError, Store, describe_owner, read_json
 from bench.trainlog import TrainLog
 
 MODEL_ARTIFACTS = ("model.pt", "figures.npz", "rows.csv", "train_log.jsonl")
@@ -49,6 +50,7 @@ class Worker:
         self.plan, self.store, self.context, self.progress, self.poll, self.name = plan, store, context, progress, poll, name
         self.by_id: dict[str, Stage] = {s.id: s for s in plan.stages}
         self.tokens: dict[str, str] = {}  # stage id -> completion token of a done, valid stage
+        self.made_from: dict[str, dict[str, str]] = {}  # stage id -> the tokens of its inputs when it was done
         self.attempted: set[str] = set()
         self.failures: list[str] = []
         self.ran = self.fitted = 0
@@ -57,15 +59,22 @@ class Worker:
 
     # -- state ------------------------------------------------------------------------
     def status(self, stage: Stage) -> str:
-        """done (and valid) | failed (in this run: terminal) | running (by another) | pending."""
+        """done (and valid) | failed (in this run: terminal) | running (by another) | pending.
+
+        A stage remembered as done stays done only while what it was made from is unchanged:
+        when an input is redone in this run (its checkpoint was corrupt, say), everything made
+        from it is pending again and redone in the same run.
+        """
         if stage.id in self.tokens:
-            return DONE
+            if not stage.deps or self.dep_tokens(stage) == self.made_from.get(stage.id):
+                return DONE
+            self.forget(stage.id)
         st = self.store.state(stage.kind, stage.id)
         if st.status == DONE:
             expected = self.dep_tokens(stage)
             if expected is not None and st.done.get("deps") == expected and \
                     self.store.quick_check(stage.kind, stage.id, st.done):
-                self.tokens[stage.id] = st.done["token"]
+                self.record_done(stage.id, st.done["token"], expected)
                 return DONE
             return PENDING  # made from inputs that were redone since (or a corrupt artifact, moved aside)
         if st.status == "failed":
@@ -73,6 +82,17 @@ class Worker:
                 return "failed"
             return PENDING  # failed in an earlier run: retried
         return st.status
+
+    def record_done(self, stage_id: str, token: str, deps: dict[str, str]) -> None:
+        """Remember a done stage: its completion token and the tokens of the inputs it was made from."""
+        self.tokens[stage_id] = token
+        self.made_from[stage_id] = dict(deps)
+
+    def forget(self, stage_id: str) -> None:
+        """Forget a stage remembered as done (an input changed, or an artifact was moved aside)."""
+        self.tokens.pop(stage_id, None)
+        self.made_from.pop(stage_id, None)
+        self._models.pop(stage_id, None)
 
     def dep_tokens(self, stage: Stage) -> dict[str, str] | None:
         """The tokens of the stages ``stage`` is made from; None while one of them is not done."""
@@ -106,14 +126,17 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> None:
         bar = tqdm(total=len(self.plan.stages), desc=f"grid {self.plan.profile}", unit="stage", disable=not self.progress)
+        idle_since = told = None
         while True:
             progressed = waiting = False
+            held: list[Stage] = []  # stages other workers hold: what this one waits for
             for stage in self.plan.stages:
                 state = self.status(stage)
                 if state in (DONE, "failed"):
                     continue
                 if state == RUNNING:
                     waiting = True
+                    held.append(stage)
                     continue
                 failed_dep, ready = self.blocker(stage)
                 if failed_dep is not None:
@@ -125,6 +148,7 @@ class Worker:
                 claim = self.store.claim(stage.kind, stage.id, stage.describe(), run=self.context["run"])
                 if claim is None:
                     waiting = True
+                    held.append(stage)
                     continue
                 if self.status(stage) == DONE:  # finished by another worker between our look and our claim
                     claim.release()
@@ -140,12 +164,25 @@ class Worker:
             bar.n = sum(1 for s in self.plan.stages if s.id in self.tokens or s.id in self.attempted)
             bar.refresh()
             if progressed:
+                idle_since = told = None
                 continue
             if waiting:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > WAIT_NOTICE and (told is None or time.monotonic() - told > 60):
+                    self._say_waiting(held, time.monotonic() - idle_since)
+                    told = time.monotonic()
                 time.sleep(self.poll)
                 continue
             break
         bar.close()
+
+    def _say_waiting(self, held: list[Stage], seconds: float) -> None:
+        """One line: the stages other workers hold that this worker waits for, and who holds them."""
+        names = [f"{s.label} [{describe_owner(self.store.folder(s.kind, s.id) / 'claim.json')}]" for s in held[:3]]
+        more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+        who = f"[{self.name}] " if self.name else ""
+        print(f"bench: {who}waiting {seconds:.0f} s for {len(held)} stage(s) held by other workers: "
+              f"{'; '.join(names)}{more}", file=sys.stderr, flush=True)
 
     def execute(self, stage: Stage, claim) -> None:
         self.attempted.add(stage.id)
@@ -158,18 +195,28 @@ class Worker:
                 self._run_evaluation(stage, claim)
             else:
                 self._run_group(stage, claim)
+        except DiskFullError:
+            self._remove_temporary_files(stage)
+            raise  # the run ends with one line; the stage is pending again (no done.json), finished ones are kept
         except CorruptArtifactError as exc:
             # an input was corrupt and has been moved aside: it becomes pending, this stage waits for it
             self.attempted.discard(stage.id)
             self.ran -= 1
-            self.tokens = {i: t for i, t in self.tokens.items()
-                           if (self.store.folder(self.by_id[i].kind, i) / "done.json").exists()}
+            for i in [i for i in self.tokens if not (self.store.folder(self.by_id[i].kind, i) / "done.json").exists()]:
+                self.forget(i)  # what was made from it is forgotten too, by status(): its input changed
             self._models.clear()
             print(f"bench: {stage.label} waits for an input to be redone ({exc})", file=sys.stderr)
             return
         if self.name and self.progress:
             state = "failed" if stage.id not in self.tokens else "done"
             print(f"[{self.name}] {state}: {stage.kind} {stage.label} ({time.perf_counter() - start:.1f} s)", flush=True)
+
+    def _remove_temporary_files(self, stage: Stage) -> None:
+        for tmp in self.store.folder(stage.kind, stage.id).glob("*.tmp*"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
     def _fail_upstream(self, stage: Stage, failed_dep: Stage) -> None:
         """A stage that cannot run because something it needs failed; the reason names that stage."""
@@ -201,6 +248,10 @@ class Worker:
             return cached[1]
         components = {name: self.load_model(self.by_id[cid]) for name, cid in stage.components.items()}
         path = self.store.verified("model", stage.id, "model.pt")
+        record = read_json(path.parent / "done.json") or {}
+        if record.get("token") not in (None, token):  # redone by another worker since we looked: record what we load
+            self.record_done(stage.id, record["token"], record.get("deps") or {})
+            token = record["token"]
         try:
             adapter = registry.methods().load(stage.method).load(path, components=components)
         except Exception as exc:  # unreadable although its checksum matches: written by another version?
@@ -253,7 +304,7 @@ class Worker:
             write_figures(adapter, dataset, folder, stage.seed)
             rows = [make_row({**base, "fit_seconds": fit_seconds}, name, value, OK) for name, value in info.items()]
             write_csv_atomic(rows_frame(rows), folder / "rows.csv")
-        except CorruptArtifactError:
+        except (CorruptArtifactError, DiskFullError):
             raise
         except Exception as exc:
             self._record_failure(stage, claim, folder, {**base, "fit_seconds": fit_seconds}, exc)
@@ -262,14 +313,15 @@ class Worker:
         token = self.store.finish("model", stage.id, claim, list(MODEL_ARTIFACTS), deps=deps,
                                   summary={"fit_seconds": fit_seconds, "rows": info})
         if token is not None:
-            self.tokens[stage.id] = token
+            self.record_done(stage.id, token, deps)
             self._remember(stage.id, token, adapter)
 
     def _record_failure(self, stage: Stage, claim, folder: Path, base: dict, exc: Exception) -> None:
+        _raise_if_disk_full(exc, folder)
         reason = f"{type(exc).__name__}: {exc}" + (f" [log: {self.context['log']}]" if self.context.get("log") else "")
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()  # free the failed stage's memory for the next one
-        (folder / "error.txt").write_text(traceback.format_exc())
+        _write_error(folder, traceback.format_exc())
         write_csv_atomic(rows_frame([make_row(base, "", float("nan"), FAILED, reason)]), folder / "rows.csv")
         self.store.fail(stage.kind, stage.id, claim, reason, run_started=self.context["run_started"],
                         artifacts=["rows.csv", "error.txt"])
@@ -284,12 +336,13 @@ class Worker:
         try:
             adapter = self.load_model(model)
             rows = evaluate(stage.metric, stage.params, adapter, self.dataset(model.dataset), model.seed, base)
-        except CorruptArtifactError:
+        except (CorruptArtifactError, DiskFullError):
             raise
         except Exception as exc:
+            _raise_if_disk_full(exc, folder)
             rows = [make_row({**base, "metric_version": stage.metric_version}, stage.metric, float("nan"), FAILED,
                          f"{type(exc).__name__}: {exc}", stage.params)]
-            (folder / "error.txt").write_text(traceback.format_exc())
+            _write_error(folder, traceback.format_exc())
         self._settle(stage, claim, rows, deps={model.id: self.tokens[model.id]})
 
     def _run_group(self, stage: GroupStage, claim) -> None:
@@ -305,9 +358,10 @@ class Worker:
             try:
                 models = [self.load_model(m) for m in done]
                 rows = evaluate_group(name, params, models, self.dataset(done[0].dataset), bases)
-            except CorruptArtifactError:
+            except (CorruptArtifactError, DiskFullError):
                 raise
             except Exception as exc:
+                _raise_if_disk_full(exc, self.store.folder(stage.kind, stage.id))
                 reason = f"{type(exc).__name__}: {exc}"
                 rows = [make_row(b, name, float("nan"), FAILED, reason, params) for b in bases]
         self._settle(stage, claim, rows, deps={m.id: self.tokens[m.id] for m in done})
@@ -323,7 +377,20 @@ class Worker:
             return
         token = self.store.finish(stage.kind, stage.id, claim, ["rows.csv"], deps=deps)
         if token is not None:
-            self.tokens[stage.id] = token
+            self.record_done(stage.id, token, deps)
+
+
+def _raise_if_disk_full(exc: BaseException, folder: Path) -> None:
+    """A full disk is not the stage's failure: it ends the run with one line (no failure record to write)."""
+    if is_disk_full(exc):
+        if isinstance(exc, DiskFullError):
+            raise exc
+        raise disk_full(Path(exc.filename) if getattr(exc, "filename", None) else folder) from None
+
+
+def _write_error(folder: Path, text: str) -> None:
+    with writing(folder / "error.txt", folder / "error.txt"):
+        (folder / "error.txt").write_text(text)
 
 
 def training_rows(adapter, params: dict[str, Any], seconds: float) -> dict[str, float]:
