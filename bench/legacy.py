@@ -21,7 +21,8 @@ import pandas as pd
 from bench import registry
 from bench.results import FAILED, OK, make_row, read_rows, rows_frame, write_csv_atomic
 from bench.stages import EvalStage, ModelStage, Plan
-from bench.store import DONE, Store, read_json, write_json_atomic
+from bench.records import read_json, write_json_atomic
+from bench.store import DONE, Store
 from bench.worker import MODEL_ARTIFACTS, Worker
 
 

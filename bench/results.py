@@ -21,7 +21,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from bench.atomic import write_bytes_atomic
-from bench.store import FileLock, Store, read_plan
+from bench.claims import FileLock
+from bench.records import read_plan
+from bench.store import Store
 
 COLUMNS = [
     "model_id", "eval_id", "stage", "role", "config_id", "profile", "method", "method_version", "preset", "dataset",

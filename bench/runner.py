@@ -55,7 +55,8 @@ from bench.legacy import adopt_legacy
 from bench.report import regenerate
 from bench.results import git_commit, package_versions, write_results
 from bench.stages import EvalStage, GroupStage, ModelStage, Plan
-from bench.store import DONE, Store, check_writable, read_json, write_json_atomic
+from bench.records import read_json, write_json_atomic
+from bench.store import DONE, Store, check_writable
 from bench.worker import Worker
 
 

@@ -18,7 +18,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.store import KINDS, claim_is_stale, claim_timeout, read_json, read_plan
+from bench.claims import claim_is_stale, claim_timeout
+from bench.records import read_json, read_plan
+from bench.store import KINDS
 
 ROLES = ("component", "model", "evaluation", "group")
 

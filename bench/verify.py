@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.store import KINDS, Store, artifact_problems, move_aside, read_json, read_plan, record_intact
+from bench.records import artifact_problems, read_json, read_plan, record_intact
+from bench.store import KINDS, Store, move_aside
 
 
 def stage_problems(folder: Path) -> list[str]:

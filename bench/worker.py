@@ -36,7 +36,9 @@ from bench.evaluation import evaluate, evaluate_group
 from bench.figures import write_figures
 from bench.results import FAILED, SKIPPED, OK, make_row, rows_frame, write_csv_atomic
 from bench.stages import EvalStage, GroupStage, ModelStage, Plan, Stage
-from bench.store import DONE, PENDING, RUNNING, WAIT_NOTICE, CorruptArtifactError, Store, describe_owner, read_json
+from bench.claims import WAIT_NOTICE, describe_owner
+from bench.records import CorruptArtifactError, read_json
+from bench.store import DONE, PENDING, RUNNING, Store
 from bench.trainlog import TrainLog
 
 MODEL_ARTIFACTS = ("model.pt", "figures.npz", "rows.csv", "train_log.jsonl")

@@ -75,7 +75,7 @@ def copy_of(finished: Path, tmp_path: Path):
 
 
 def seal(record: dict) -> dict:
-    from bench.store import seal as seal_record  # a done record carries its own sha256 now
+    from bench.records import seal as seal_record  # a done record carries its own sha256 now
 
     return seal_record(record)
 
@@ -238,11 +238,11 @@ def test_a_wait_for_a_live_owner_says_what_it_waits_for_and_ends_when_the_owner_
     import socket
     import threading
 
-    import bench.store
+    import bench.claims
     import bench.worker
 
     monkeypatch.setattr(bench.worker, "WAIT_NOTICE", 0.3)
-    monkeypatch.setattr(bench.store, "WAIT_NOTICE", 0.3)
+    monkeypatch.setattr(bench.claims, "WAIT_NOTICE", 0.3)
     profile, out, _ = copy_of(finished, tmp_path)
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     threading.Timer(2.0, lambda: (owner.kill(), owner.wait())).start()
@@ -261,7 +261,7 @@ def test_a_wait_for_a_live_owner_says_what_it_waits_for_and_ends_when_the_owner_
     threading.Timer(1.0, lambda: (owner.kill(), owner.wait())).start()
     lock = out / "results.csv.lock"
     lock.write_text(json.dumps({**record, "pid": owner.pid}))
-    with bench.store.FileLock(lock):
+    with bench.claims.FileLock(lock):
         pass
     err = capsys.readouterr().err
     assert f"waiting for the lock {lock} (held by pid {owner.pid}" in err and f"{lock} taken over" in err
@@ -314,7 +314,7 @@ def test_jobs_workers_end_when_their_parent_is_killed(tmp_path):
     import signal
     import time
 
-    from bench.store import _pid_alive
+    from bench.claims import _pid_alive
 
     profile, out, config = grid(tmp_path)
     model = plan(profile).models[0]

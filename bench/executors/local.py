@@ -27,7 +27,8 @@ from bench.atomic import DiskFullError
 from bench.config import Profile
 from bench.stages import Plan
 from bench.executors.spec import spec_plan, write_spec
-from bench.store import Store, read_json, write_json_atomic
+from bench.records import read_json, write_json_atomic
+from bench.store import Store
 
 
 def run_local_workers(profile: Profile, results_dir: Path, shard: tuple[int, int], device: str,

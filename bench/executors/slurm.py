@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 
 from bench.config import ConfigError, Profile
 from bench.executors.spec import spec_plan, write_spec
-from bench.store import DONE, RUNNING, Store, release_active, write_json_atomic
+from bench.claims import release_active
+from bench.records import write_json_atomic
+from bench.store import DONE, RUNNING, Store
 from bench.worker import Worker
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from bench import stages as stage_graph
 from bench.config import Profile
 from bench.stages import Plan
-from bench.store import write_json_atomic
+from bench.records import write_json_atomic
 
 
 def write_spec(profile: Profile, results_dir: Path, shard: tuple[int, int], context: dict[str, Any],
