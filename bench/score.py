@@ -55,6 +55,11 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "modularity", "explicitness", "irs", "gaussian_tc", "mutual_info", "tad", "tad_attributes", "auroc",
     "latent_accuracy",
 )
+#: outputs computed only when named (``--metrics infomec,dci_es``): DCI-ES fits 12 forests per factor
+OPT_IN_OUTPUTS: tuple[str, ...] = (
+    "infom", "infoe", "infoc", "dci_es_explicitness", "dci_es_size", "dci_es_disentanglement",
+    "dci_es_completeness", "dci_es_informativeness",
+)
 #: metric group -> (outputs, required key)
 GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
     "betavae": (("betavae",), "factors"),
@@ -68,6 +73,9 @@ GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
     "tad": (("tad", "tad_attributes"), "attributes"),
     "auroc": (("auroc",), "attributes"),
     "latent_accuracy": (("latent_accuracy",), "labels"),
+    "infomec": (("infom", "infoe", "infoc"), "factors"),
+    "dci_es": (("dci_es_explicitness", "dci_es_size", "dci_es_disentanglement", "dci_es_completeness",
+                "dci_es_informativeness"), "factors"),
 }
 SAMPLING_GROUPS = ("betavae", "factorvae")
 _GROUP_OF = {out: group for group, (outs, _) in GROUPS.items() for out in outs}
@@ -110,7 +118,7 @@ def plan_metrics(data: Mapping[str, Any], metrics: Sequence[str] | None = None) 
             elif name in _GROUP_OF:
                 wanted.append(name)
             else:
-                choices = list(OUTPUT_NAMES) + list(GROUPS)
+                choices = list(OUTPUT_NAMES) + list(OPT_IN_OUTPUTS) + list(GROUPS)
                 raise ValueError(f"unknown metric {name!r}{did_you_mean(name, choices)}; choose from {', '.join(OUTPUT_NAMES)}")
         explicit = True
     outputs, unavailable = [], {}
@@ -166,7 +174,14 @@ def score_codes(
     codes = data["codes"]
     results: dict[str, float] = {}
 
-    factor_groups = [g for g in plan.groups if GROUPS[g][1] == "factors" or g == "unsupervised"]
+    factor_groups = [g for g in plan.groups if (GROUPS[g][1] == "factors" or g == "unsupervised") and g != "infomec"]
+    if "infomec" in plan.groups:
+        # on the table's own rows: resampling a table repeats rows, and repeated codes (more copies than the
+        # estimator's 10 neighbours) drive the nearest-neighbour mutual information to 0
+        from bench.metrics.infomec import infomec_from_codes  # local: keeps sklearn out of `bench` start-up
+
+        results.update(infomec_from_codes(codes, consecutive_classes(data["factors"]), seed=seed,
+                                          **params.get("infomec", {})))
     if factor_groups and "factors" in data:
         try:
             results.update(_factor_metrics(data, factor_groups, seed, params, num_train, num_test, batch_size, n_jobs))

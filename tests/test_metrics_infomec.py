@@ -152,3 +152,17 @@ def test_suite_gives_the_registered_numbers():
     alone = infomec(PixelFactors((3, 4)), identity_encode, 3, num_train=300)
     shared = factor_suite(PixelFactors((3, 4)), identity_encode, 3, metrics=["infomec"], num_train=300, n_jobs=1)
     assert shared == alone
+
+
+def test_bench_score_computes_infomec_on_the_table_rows_and_dci_es_when_named():
+    from bench.score import plan_metrics, score_codes
+
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 4, size=(800, 3))  # covers the 64-cell grid many times over
+    codes = np.concatenate([factors + 0.1 * rng.normal(size=factors.shape), rng.normal(size=(800, 2))], 1)
+    data = {"codes": codes.astype(np.float32), "factors": factors}
+    direct = infomec_from_codes(codes.astype(np.float32), factors, seed=0)
+    got = score_codes(data, metrics=["infomec"], seed=0)
+    assert got["infom"] == pytest.approx(direct["infom"]) and got["infom"] > 0.8  # not resampled into duplicates
+    assert "infom" not in plan_metrics(data).outputs  # opt-in: not part of "everything the table allows"
+    assert {"dci_es_explicitness", "dci_es_size"} <= set(plan_metrics(data, ["dci_es"]).outputs)
