@@ -172,7 +172,9 @@ class AutoencodingDiffusion(DiffusionFamily):
         sampler, out = self._image_sampler(), []
         for part in self._chunks(z.shape[0]):
             zc = z[part].to(self.device_)
-            x0 = sample_loop(denoiser(zc), sampler, x_T[part].to(self.device_), generator)
+            # decode's x_T is expanded (stride 0): a compiled net would be traced again for it
+            x_t = x_T[part].to(self.device_).contiguous()
+            x0 = sample_loop(denoiser(zc), sampler, x_t, generator)
             out.append(self._to_numpy_images(x0))
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape), np.float32)
 

@@ -32,7 +32,7 @@ from bench.diffusion.samplers import SPACINGS
 from bench.diffusion.schedules import SCHEDULES, make_schedule
 from bench.diffusion.unet import LAYOUTS, UNet
 from methods.diffusion_sampling import SAMPLERS, DiffusionSampling
-from methods.diffusion_training import DiffusionTraining
+from methods.diffusion_training import DiffusionTraining, compile_backend
 from methods.lr_schedules import LR_SCHEDULES
 
 #: hyperparameters shared by every diffusion adapter (values: the DDPM ``paper`` preset)
@@ -183,17 +183,20 @@ class DiffusionFamily(DiffusionTraining, DiffusionSampling, Adapter):
         return ema.shadow if ema is not None else self._nets()[name]
 
     def _inference_net(self, net: nn.Module) -> nn.Module:
-        """``net`` for sampling, inversion and encoding: ``torch.compile``d on CUDA when ``compile`` is set.
+        """``net`` for sampling, inversion and decoding: ``torch.compile``d when ``compile`` is set (on CUDA, or
+        with the backend of ``BENCH_COMPILE_BACKEND`` anywhere; :func:`methods.diffusion_training.compile_backend`).
 
-        The compiled module shares ``net``'s parameters (kept per network, compiled once); state
-        dicts are always taken from the plain modules.
+        The compiled module shares ``net``'s parameters (kept per network and backend, compiled
+        once); state dicts are always taken from the plain modules.
         """
-        if not (self.compile and self.device_.type == "cuda"):
+        backend = compile_backend(self.device_, bool(self.compile))
+        if backend is None:
             return net
         cache = self.__dict__.setdefault("_compiled_nets", {})
-        if id(net) not in cache:
-            cache[id(net)] = (net, torch.compile(net))
-        return cache[id(net)][1]
+        key = (id(net), backend)
+        if key not in cache:
+            cache[key] = (net, torch.compile(net, backend=backend))
+        return cache[key][1]
 
     def to(self, device: str | torch.device) -> "DiffusionFamily":
         self.device_ = torch.device(device)

@@ -10,7 +10,9 @@ training phases. The loop is written for GPU throughput:
   device (``data_pool`` images; 0 = the whole dataset; float16 on CUDA, float32 on CPU);
   the indices, timesteps and noise are drawn on the device from one seeded generator;
 * bf16 autocast (``amp_bf16``), channels-last memory (``channels_last``), fused AdamW
-  (:func:`adamw_kwargs`) and optionally ``torch.compile`` of the loss (``compile``) on CUDA;
+  (:func:`adamw_kwargs`) and optionally ``torch.compile`` of the loss (``compile``) on CUDA
+  (:func:`maybe_compile`; the environment variable ``BENCH_COMPILE_BACKEND`` compiles on the
+  CPU too, for the tests that prove a compiled step computes the eager one);
 * no host synchronisation inside a step: the loss is read, and NaN/inf checked (a
   :class:`~bench.adapter.DivergedError`), only every ``log_every`` steps;
 * on the CPU, convolutions use PyTorch's native kernels instead of oneDNN while an adapter
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -42,6 +45,43 @@ from bench.adapter import DivergedError, resolve_device, seed_everything
 from bench.diffusion.ema import EMA
 from bench.diffusion.samplers import epsilon_loss
 from methods.lr_schedules import infodiffusion_scheduler
+
+
+#: the environment variable naming a ``torch.compile`` backend that compiles ``compile = true`` models on any device
+COMPILE_BACKEND_ENV = "BENCH_COMPILE_BACKEND"
+
+
+def compile_backend(device: str | torch.device, enabled: bool = True) -> str | None:
+    """The ``torch.compile`` backend a model with ``compile = enabled`` uses on ``device``; None = run eagerly.
+
+    By default ``compile`` means "compile on CUDA": ``"inductor"`` (``torch.compile``'s
+    default) there, eager everywhere else, since an inductor compile on the CPU generates C++
+    for minutes and gains nothing at the sizes run there. When the environment variable
+    ``BENCH_COMPILE_BACKEND`` names a backend (``inductor``, ``aot_eager``, ``eager``, …, see
+    ``torch._dynamo.list_backends()``), an enabled model compiles with that backend on every
+    device, the CPU included: ``tests/test_compiled_equivalence.py`` sets it to check that
+    the compiled training step and the compiled samplers compute the eager functions. It is
+    read when a model sets up training and when it first builds a denoiser on a network; it
+    never enables compilation by itself (``compile`` stays the switch) and is not a
+    hyperparameter, so it changes no stage id.
+    """
+    if not enabled:
+        return None
+    forced = os.environ.get(COMPILE_BACKEND_ENV, "").strip()
+    if forced:
+        return forced
+    return "inductor" if torch.device(device).type == "cuda" else None
+
+
+def maybe_compile(fn: Callable, device: str | torch.device, enabled: bool) -> Callable:
+    """``torch.compile(fn)`` with the backend of :func:`compile_backend` (``fn`` itself when that is None).
+
+    Used for the training loss (:meth:`DiffusionTraining.setup_training`) and, through
+    :meth:`methods.diffusion_base.DiffusionFamily._inference_net`, for the networks that sampling,
+    inversion and decoding call; a compiled module shares the parameters of the one it wraps.
+    """
+    backend = compile_backend(device, enabled)
+    return fn if backend is None else torch.compile(fn, backend=backend)
 
 
 @contextlib.contextmanager
@@ -114,6 +154,14 @@ def train_step(state: TrainState) -> torch.Tensor:
     return loss
 
 
+def warm_schedule(schedule, device: torch.device) -> None:
+    """Cache every table of a :class:`~bench.diffusion.schedules.NoiseSchedule` on ``device`` (see ``_warm_caches``)."""
+    t = torch.zeros(1, dtype=torch.long, device=device)
+    for name, value in list(vars(schedule).items()):
+        if isinstance(value, torch.Tensor) and value.ndim == 1:
+            schedule.gather(name, t, 1)
+
+
 def adamw_kwargs(device: torch.device) -> dict[str, bool]:
     """Fused AdamW on CUDA; the multi-tensor (foreach) implementation elsewhere."""
     return {"fused": True} if device.type == "cuda" else {"foreach": True}
@@ -168,15 +216,25 @@ class DiffusionTraining:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
         if self.ema_decay > 0:
             self.emas_ = {name: EMA(net, self.ema_decay) for name, net in self._nets().items() if name in self._averaged()}
-        loss_fn = self._loss
-        if self.compile and dev.type == "cuda":
-            loss_fn = torch.compile(self._loss)
+        self._warm_caches(dev)
+        loss_fn = maybe_compile(self._loss, dev, bool(self.compile))
         return TrainState(
             device=dev, generator=torch.Generator(device=dev).manual_seed(seed), pool=pool, params=params,
             optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, draw=self._draw,
             nonfinite=torch.zeros((), dtype=torch.bool, device=dev),
             emas=[(ema, self._nets()[name]) for name, ema in self.emas_.items()], amp=self._amp, grad_clip=self.grad_clip,
         )
+
+    def _warm_caches(self, device: torch.device) -> None:
+        """Fill the per-device tables the loss reads lazily (the noise schedule's float32 copies) before the first step.
+
+        The tables are the same whenever they are filled; filling them here keeps a compiled loss
+        from being traced twice (a table added during the first call fails the compiled graph's
+        guard on the cache, and the whole forward and backward are compiled again at step 2).
+        """
+        schedule = getattr(self, "schedule_", None)
+        if schedule is not None:
+            warm_schedule(schedule, device)
 
     def _draw_images(self, state: TrainState) -> torch.Tensor:
         """A minibatch of pool images in model space, flipped at random with ``hflip``."""

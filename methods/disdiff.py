@@ -147,6 +147,8 @@ class DisDiff(PDAE):
     def _unit_gradients(self, h, skips, time_emb: torch.Tensor, z: torch.Tensor, *, evaluation: bool) -> torch.Tensor:
         """(N, B, C, H, W): G_ψ(x_t, z^c, t) for every unit c."""
         shift, part = (self._eval_net(n) if evaluation else self._nets()[n] for n in ("shift", "part"))
+        if evaluation:  # sampling and inversion: compiled when ``compile`` is set (the part embedding stays eager)
+            shift = self._inference_net(shift)
         units = z.reshape(z.shape[0], self.num_units, self.unit_dim)
         offsets = part(self.num_units).to(time_emb.dtype)
         return torch.stack([shift(h, skips, time_emb + offsets[c], units[:, c]).float() for c in range(self.num_units)])

@@ -351,7 +351,10 @@ class DRL(AutoencodingDiffusion):
 
     def _score_fn(self, z: torch.Tensor | None = None, x0: torch.Tensor | None = None):
         """s(x, t) with the evaluation weights, for the code ``z``, or per t for the images ``x0`` (time-conditioned)."""
-        net, encoder = self._eval_net("unet"), self._eval_net("encoder")
+        net = self._inference_net(self._eval_net("unet"))  # compiled when ``compile`` is set
+        encoder = self._inference_net(self._eval_net("encoder")) if x0 is not None else None
+        if z is not None:  # VDRL's mu is a view of [mu, log var]: a compiled net would retrace for its strides
+            z = z.contiguous()
 
         def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             code = z if x0 is None else encoder(x0, self._time_input(t))
@@ -401,7 +404,8 @@ class DRL(AutoencodingDiffusion):
         out = []
         for part in self._chunks(len(z)):
             zc = torch.from_numpy(z[part]).to(self.device_)
-            out.append(self._to_numpy_images(self._ode_decode(zc, x_T[part].to(self.device_))))
+            x_t = x_T[part].to(self.device_).contiguous()  # x_T is expanded (stride 0): a compiled net would retrace
+            out.append(self._to_numpy_images(self._ode_decode(zc, x_t)))
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape), np.float32)
 
     def _sample_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -294,7 +294,7 @@ class EncDiff(AutoencodingDiffusion):
     # -- inference ---------------------------------------------------------------------
     def _denoiser(self, z: torch.Tensor | None = None) -> Denoiser:
         """ε̂(x_t, t) conditioned on the tokens of codes ``z`` (evaluation weights)."""
-        net, encoder = self._eval_net("unet"), self._eval_net("encoder")
+        net, encoder = self._inference_net(self._eval_net("unet")), self._eval_net("encoder")
         tokens = encoder.tokens(z.float())
 
         def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -315,10 +315,14 @@ class EncDiff(AutoencodingDiffusion):
         modules = [m.block.attn2 for m in net.modules() if hasattr(m, "block")]
         for m in modules:
             m.record = []
+        compile_ = self._params["compile"]
+        # recording is a Python side effect per call: a compiled UNet would be traced again at every step
+        self._params["compile"] = False
         try:
             self.reconstruct(x)
             recorded = [w for m in modules for w in m.record]
         finally:
+            self._params["compile"] = compile_
             for m in modules:
                 m.record = None
         positions = max(w.shape[1] for w in recorded)

@@ -153,6 +153,22 @@ TINY_PDAE: dict[str, Any] = {
 }
 
 
+class FrozenPass(nn.Module):
+    """The frozen DPM's ε_θ(x_t, t) and the encoder-half features G reads, as one module (one compiled graph).
+
+    Holds the adapter's frozen UNet (not a copy); it is not one of the adapter's ``_nets`` and
+    is never saved.
+    """
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor):
+        h, skips, conds = self.unet.features(x_t, t)
+        return self.unet.decode_features(h, skips, conds).float(), h, skips, conds["t"]
+
+
 class PDAE(AutoencodingDiffusion):
     """Encoder + gradient estimator on a frozen ``ddpm`` component (see the module docstring)."""
 
@@ -214,6 +230,7 @@ class PDAE(AutoencodingDiffusion):
         self.latent_ema_ = None
         # a private copy: moving or casting it never touches the component's own adapter
         self.unet_ = copy.deepcopy(dpm._eval_net("unet")).eval().requires_grad_(False)
+        self.frozen_ = FrozenPass(self.unet_)
         self._tables: dict[tuple[str, str], torch.Tensor] = {}
         self._build_stage2(input_shape)
 
@@ -245,17 +262,25 @@ class PDAE(AutoencodingDiffusion):
             table = self._tables[key] = values.to(device=t.device, dtype=torch.float32)
         return table[t].reshape(-1, *([1] * (ndim - 1)))
 
+    def _warm_caches(self, device: torch.device) -> None:
+        super()._warm_caches(device)
+        t = torch.zeros(1, dtype=torch.long, device=device)
+        for name in ("shift_coef", "weight") if self.loss_weighting == "snr" else ("shift_coef",):
+            self._table(name, t, 1)
+
     # -- training ----------------------------------------------------------------------
-    def _frozen_pass(self, x_t: torch.Tensor, t: torch.Tensor):
-        """The frozen DPM: ε_θ(x_t, t) and the encoder-half features G reads (no gradient)."""
+    def _frozen_pass(self, x_t: torch.Tensor, t: torch.Tensor, *, evaluation: bool = False):
+        """The frozen DPM: ε_θ(x_t, t) and the encoder-half features G reads (no gradient).
+
+        With ``evaluation`` (sampling, inversion) through :meth:`_inference_net` (compiled when ``compile`` is set).
+        """
+        frozen = self._inference_net(self.frozen_) if evaluation else self.frozen_
         with torch.no_grad():
-            h, skips, conds = self.unet_.features(x_t, t)
-            eps = self.unet_.decode_features(h, skips, conds).float()
-        return eps, h, skips, conds["t"]
+            return frozen(x_t, t)
 
     def _gradient(self, h, skips, time_emb: torch.Tensor, z: torch.Tensor, *, evaluation: bool) -> torch.Tensor:
         """G(x_t, z, t) from the frozen features, with the EMA weights when ``evaluation`` (DisDiff: Σ over units)."""
-        shift = self._eval_net("shift") if evaluation else self.shift_
+        shift = self._inference_net(self._eval_net("shift")) if evaluation else self.shift_
         return shift(h, skips, time_emb, z).float()
 
     def shift_objective(self, eps: torch.Tensor, gradient: torch.Tensor, noise: torch.Tensor,
@@ -284,7 +309,7 @@ class PDAE(AutoencodingDiffusion):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._amp():
-                out, h, skips, temb = self._frozen_pass(x, t)
+                out, h, skips, temb = self._frozen_pass(x, t, evaluation=True)
                 if z is None or (shift_from is not None and int(t[0]) < shift_from):
                     return out
                 gradient = self._gradient(h, skips, temb, z, evaluation=True)
