@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     ve.add_argument("--profile", default=None, help="profile name (default: the file's default_profile)")
     ve.add_argument("--results", default=None, help="a results folder instead of a profile's")
 
-    ls = sub.add_parser("ls", help="list registered methods, datasets and metrics")
-    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics"], help="only this registry")
+    ls = sub.add_parser("ls", help="list methods, datasets, metrics or profiles; one method's or metric's options")
+    ls.add_argument("kind", nargs="?", choices=["methods", "datasets", "metrics", "profiles"], help="only this list")
+    ls.add_argument("name", nargs="?", help="a method or metric: its hyperparameters / parameters, defaults, ranges, presets")
+    ls.add_argument("--config", default="bench.toml", help="for `bench ls profiles` (default: bench.toml)")
 
     from bench import score
     from bench.data import cli as data_cli
@@ -105,15 +107,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_ls(args) -> int:
-    from bench import registry
+    from bench import listing
 
-    kinds = [args.kind] if args.kind else ["methods", "datasets", "metrics"]
-    for kind in kinds:
-        reg = getattr(registry, kind)()
-        print(f"{kind}:")
-        width = max(len(e.name) for e in reg)
-        for entry in reg:
-            print(f"  {entry.name:<{width}}  {entry.summary}")
+    if args.name is not None:
+        if args.kind not in ("methods", "metrics"):
+            print(f"bench ls: a name ({args.name!r}) goes with `methods` or `metrics`", file=sys.stderr)
+            return 2
+        print(listing.method(args.name) if args.kind == "methods" else listing.metric(args.name))
+    elif args.kind == "profiles":
+        print(listing.profiles(args.config))
+    else:
+        print(listing.registries([args.kind] if args.kind else ["methods", "datasets", "metrics"]))
     return 0
 
 

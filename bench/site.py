@@ -30,7 +30,7 @@ import pandas as pd
 from bench.aggregates import improvement_matrices
 from bench.figures import read_figures
 from bench.results import FAILED
-from bench.status import collect, total
+from bench.status import collect, group_failures, total
 from bench.tables import RUN_STATS, best_lines, digits, grid_rows, lower_is_better, reported_note, tile_grid
 
 #: the figure panels a model stage writes (bench.figures.write_figures), in display order
@@ -50,7 +50,7 @@ th.sorted-desc:after{content:" \\25BC"}td.name,th.name{text-align:left}td.missin
 .card img{image-rendering:pixelated;display:block;margin:2px 0 8px;max-width:100%}
 .panel{font-size:12px;color:#57606a}.plots img{max-width:560px;margin:6px 10px 6px 0;border:1px solid #e3e7eb}
 details{margin-top:6px}summary{cursor:pointer;color:#1d3557}code{font-size:12px}
-.params td{font-size:12px;text-align:left}.status td:first-child{text-align:left}
+pre.reason{white-space:pre-wrap;font-size:12px;margin:4px 0}.params td{font-size:12px;text-align:left}.status td:first-child{text-align:left}
 td.best{font-weight:600;background:#eaf6ec}th[data-direction=higher]:before{content:"\\2191  ";color:#6b7682}
 th[data-direction=lower]:before{content:"\\2193  ";color:#6b7682}.provenance{font-size:12px;color:#57606a;margin:2px 0 6px}
 """
@@ -121,8 +121,11 @@ def _status_section(status: dict) -> str:
             continue
         lines.append(f"<tr><td>{role}</td><td>{b['done']}</td><td>{len(b['running'])}</td>"
                      f"<td class={'failed' if b['failed'] else ''}>{len(b['failed'])}</td><td>{b['pending']}</td></tr>")
-        reasons += [f"<li class=failed>{_esc(r['label'])} <code>{_esc(r['id'])}</code>: {_esc(r['reason'])}</li>"
-                    for r in b["failed"][:50]]
+        for reason, stages in group_failures(b["failed"]):
+            names = "".join(f"<li>{_esc(r['label'])} <code>{_esc(r['id'])}</code></li>" for r in stages[:200])
+            reasons.append(f"<li class=failed><b>{len(stages)} {role} stage(s) failed</b>:<pre class=reason>"
+                           f"{_esc(reason or 'no reason recorded')}</pre><details><summary>which</summary>"
+                           f"<ul>{names}</ul></details></li>")
         reasons += [f"<li>running: {_esc(r['label'])} on {_esc(r['host'])} (pid {_esc(r['pid'])})</li>"
                     for r in b["running"][:50]]
     lines.append("</tbody></table>")

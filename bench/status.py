@@ -85,8 +85,7 @@ def collect(results: Path, profile: str | None = None) -> dict[str, Any]:
             continue
         failed = read_json(folder / "failed.json")
         if isinstance(failed, dict):
-            first = (str(failed.get("reason") or "").splitlines() or [""])[0]
-            bucket["failed"].append({"label": label, "id": stage_id, "reason": first})
+            bucket["failed"].append({"label": label, "id": stage_id, "reason": str(failed.get("reason") or "").strip()})
             continue
         bucket["pending"] += 1
     return {"results": str(results), "profile": profile, "stages": len(known), "roles": out}
@@ -146,6 +145,14 @@ def total(bucket: dict[str, Any]) -> int:
     return bucket["done"] + len(bucket["running"]) + len(bucket["failed"]) + bucket["pending"]
 
 
+def group_failures(failed: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Failed stages grouped by their whole reason, in the order each reason first appears."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in failed:
+        groups.setdefault(r.get("reason") or "", []).append(r)
+    return list(groups.items())
+
+
 def render(summary: dict[str, Any], limit: int = 10) -> str:
     head = f"{summary['results']}" + (f" (profile {summary['profile']!r})" if summary["profile"] else "")
     lines = [f"{head}: {summary['stages']} stages"]
@@ -156,9 +163,12 @@ def render(summary: dict[str, Any], limit: int = 10) -> str:
                      f"failed {len(b['failed']):>4}   pending {b['pending']:>6}")
         for r in b["running"][:limit]:
             lines.append(f"      running  {r['label']} ({r['id']}) on {r['host']} pid {r['pid']} since {r['since']}")
-        for r in b["failed"][:limit]:
-            lines.append(f"      failed   {r['label']} ({r['id']}): {r['reason']}")
-        more = max(0, len(b["running"]) - limit) + max(0, len(b["failed"]) - limit)
+        for reason, stages in group_failures(b["failed"]):
+            text = "\n".join("        " + line for line in (reason or "no reason recorded").splitlines())
+            names = ", ".join(f"{r['label']} ({r['id']})" for r in stages[:limit])
+            extra = f" and {len(stages) - limit} more" if len(stages) > limit else ""
+            lines.append(f"      failed   {len(stages)} stage(s): {names}{extra}\n{text}")
+        more = max(0, len(b["running"]) - limit)
         if more:
             lines.append(f"      ... and {more} more (--json lists all)")
     return "\n".join(lines)

@@ -50,6 +50,8 @@ class Worker:
     def __init__(self, plan: Plan, store: Store, context: dict[str, Any], *, progress: bool = False,
                  poll: float = 0.5, name: str = "") -> None:
         self.plan, self.store, self.context, self.progress, self.poll, self.name = plan, store, context, progress, poll, name
+        # progress bars only on a terminal; otherwise (a log file, --no-progress) one plain line per finished stage
+        self.bars = progress and sys.stderr.isatty()
         self.by_id: dict[str, Stage] = {s.id: s for s in plan.stages}
         self.tokens: dict[str, str] = {}  # stage id -> completion token of a done, valid stage
         self.made_from: dict[str, dict[str, str]] = {}  # stage id -> the tokens of its inputs when it was done
@@ -127,7 +129,7 @@ class Worker:
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> None:
-        bar = tqdm(total=len(self.plan.stages), desc=f"grid {self.plan.profile}", unit="stage", disable=not self.progress)
+        bar = tqdm(total=len(self.plan.stages), desc=f"grid {self.plan.profile}", unit="stage", disable=not self.bars)
         idle_since = told = None
         while True:
             progressed = waiting = False
@@ -209,9 +211,12 @@ class Worker:
             self._models.clear()
             print(f"bench: {stage.label} waits for an input to be redone ({exc})", file=sys.stderr)
             return
-        if self.name and self.progress:
+        if not self.bars or self.name:
             state = "failed" if stage.id not in self.tokens else "done"
-            print(f"[{self.name}] {state}: {stage.kind} {stage.label} ({time.perf_counter() - start:.1f} s)", flush=True)
+            finished = sum(1 for s in self.plan.stages if s.id in self.tokens or s.id in self.attempted)
+            prefix = f"[{self.name}] " if self.name else ""
+            print(f"{prefix}[{finished}/{len(self.plan.stages)}] {state}: {stage.kind} {stage.label} "
+                  f"({time.perf_counter() - start:.1f} s)", flush=True)
 
     def _remove_temporary_files(self, stage: Stage) -> None:
         for tmp in self.store.folder(stage.kind, stage.id).glob("*.tmp*"):
@@ -295,7 +300,7 @@ class Worker:
             kwargs = {"components": components} if cls.components else {}
             start = time.perf_counter()
             try:
-                adapter.fit(dataset, seed=stage.seed, device=self.context["device"], progress=self.progress, **kwargs)
+                adapter.fit(dataset, seed=stage.seed, device=self.context["device"], progress=self.bars, **kwargs)
             finally:
                 adapter.set_logger(None)
                 log.close()

@@ -1,0 +1,85 @@
+"""What `bench ls` prints: the registries, the profiles of a bench.toml, and one method's or metric's options.
+
+* ``bench ls [methods|datasets|metrics]`` — names with a one-line summary;
+* ``bench ls profiles [--config F]`` — each profile's name, description and grid size;
+* ``bench ls methods NAME`` — the hyperparameters with their defaults and valid ranges, the
+  presets (the values each sets), the capabilities and the components;
+* ``bench ls metrics NAME`` — what the metric needs, its outputs and its parameters with
+  their defaults (what ``metric_params`` and ``bench score --param`` accept).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+from bench import registry
+
+KINDS = ("methods", "datasets", "metrics", "profiles")
+
+
+def registries(kinds: list[str]) -> str:
+    lines = []
+    for kind in kinds:
+        reg = getattr(registry, kind)()
+        lines.append(f"{kind}:")
+        width = max(len(e.name) for e in reg)
+        lines += [f"  {entry.name:<{width}}  {entry.summary}" for entry in reg]
+    return "\n".join(lines)
+
+
+def profiles(config_path: str | Path) -> str:
+    """Each profile: name, description, and the grid's size (grid points; components, models, evaluations)."""
+    from bench import stages  # imports the method classes (torch): only for this listing
+    from bench.config import load_config
+
+    config = load_config(config_path)
+    lines = [f"profiles of {config_path} (default: {config.default_profile}):"]
+    for name in config.profiles:
+        profile = config.profile(name)
+        counts = {"component": 0, "model": 0, "evaluation": 0, "group": 0, **stages.plan(profile).role_counts()}
+        size = (f"{len(profile.cells())} grid points → {counts['component']} components, {counts['model']} models, "
+                f"{counts['evaluation']} evaluations" + (f", {counts['group']} seed groups" if counts["group"] else ""))
+        lines += [f"  {name}", f"      {profile.description or '(no description)'}", f"      {size}; device {profile.device}"]
+    return "\n".join(lines)
+
+
+def _value(v) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict, str, bool)) or v is None else repr(v)
+
+
+def method(name: str) -> str:
+    """A method's hyperparameters (default, range), presets, capabilities and components."""
+    cls = registry.methods().load(name)
+    entry = registry.methods().get(name)
+    lines = [f"{name}: {entry.summary}", f"  class {cls.__module__}.{cls.__name__}, version {getattr(cls, 'version', 1)}",
+             f"  capabilities: {', '.join(sorted(cls.capabilities)) or 'none'}"]
+    if cls.components:
+        lines.append("  components (trained once by the grid and shared): " + ", ".join(
+            f"{n} = {c.method}" for n, c in cls.components.items()))
+    lines.append("  hyperparameters (default; valid range):")
+    width = max((len(k) for k in cls.defaults), default=0)
+    for key, default in cls.defaults.items():
+        spec = cls.ranges.get(key)
+        rng = "" if spec is None else f"; {' | '.join(map(str, spec)) if isinstance(spec, tuple) else spec}"
+        lines.append(f"    {key:<{width}}  {_value(default)}{rng}")
+    lines.append("  presets (the values each sets):")
+    for preset, values in cls.presets.items():
+        lines.append(f"    {preset}: " + (", ".join(f"{k}={_value(v)}" for k, v in values.items()) or "the defaults"))
+    return "\n".join(lines)
+
+
+def metric(name: str) -> str:
+    """A metric's requirements, outputs and parameters with their defaults."""
+    entry = registry.metrics().get(name)
+    fn = entry.load()
+    meta = entry.meta
+    lines = [f"{name}: {entry.summary}", f"  function {entry.target}",
+             f"  needs: {meta.get('requires') or 'codes only'}; uses the method's {meta.get('uses', 'encode')}"
+             + (f"; capability {meta['capability']!r}" if meta.get("capability") else ""),
+             f"  outputs: {', '.join(meta.get('outputs', (name,)))}", "  parameters (default):"]
+    params = [p for p in list(inspect.signature(fn).parameters.values())[3:] if p.kind is p.KEYWORD_ONLY]
+    width = max((len(p.name) for p in params), default=0)
+    lines += [f"    {p.name:<{width}}  {_value(p.default) if p.default is not p.empty else '(required)'}" for p in params]
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""`bench ls` tells what exists and what can be set, without reading the code (issue 28, item 6)."""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+
+from bench import registry
+from bench.cli import main
+
+
+def test_ls_methods_name_lists_every_hyperparameter_with_default_range_and_presets(capsys):
+    assert main(["ls", "methods", "factor-vae"]) == 0
+    out = capsys.readouterr().out
+    cls = registry.methods().load("factor-vae")
+    for key in cls.defaults:
+        assert f"    {key} " in out, key
+    assert "gamma" in out and "40.0; >= 0" in out and '"second"; second | same' in out
+    assert "tiny: " in out and "discriminator_hidden=64" in out and "paper: the defaults" in out
+    assert "stochastic_encode" in out
+
+
+def test_ls_metrics_name_lists_the_parameters_the_function_takes(capsys):
+    assert main(["ls", "metrics", "factorvae"]) == 0
+    out = capsys.readouterr().out
+    fn = registry.metrics().get("factorvae").load()
+    keyword = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert keyword and all(f"    {k} " in out for k in keyword)
+    assert "needs: factors" in out and "outputs: factorvae" in out
+
+
+def test_ls_profiles_gives_name_description_and_grid_size(tmp_path, capsys):
+    config = tmp_path / "bench.toml"
+    config.write_text(textwrap.dedent("""
+        [profiles.two]
+        description = "two methods, two seeds"
+        methods = ["ae", "vae"]
+        datasets = ["dsprites-procedural-32"]
+        seeds = [0, 1]
+        preset = "tiny"
+        metrics = ["factorvae", "dci"]
+        device = "cpu"
+    """))
+    assert main(["ls", "profiles", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "  two\n      two methods, two seeds\n      4 grid points → 0 components, 4 models, 8 evaluations" in out
+
+
+def test_a_name_without_methods_or_metrics_is_refused(capsys):
+    assert main(["ls", "datasets", "mnist"]) == 2
+    assert "goes with `methods` or `metrics`" in capsys.readouterr().err
