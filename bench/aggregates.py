@@ -97,7 +97,8 @@ def _complete_scores(rows: pd.DataFrame) -> pd.DataFrame:
     planned = rows.groupby(keys, dropna=False)["n_seeds_planned"].max()
     complete = {k for k in planned.index if finished.get(k, 0) >= planned.loc[k]}
     ok = rows[(rows["status"] == OK) & rows["value"].notna() & (rows["metric"].astype(str) != "")]
-    return ok[[tuple(k) in complete for k in ok[keys].itertuples(index=False, name=None)]]
+    mask = np.array([tuple(k) in complete for k in ok[keys].itertuples(index=False, name=None)], dtype=bool)
+    return ok.loc[mask]  # a boolean array: an empty list would select no columns instead of no rows
 
 
 def setting_intervals(rows: pd.DataFrame, metrics: list[str], *, seed: int = 0) -> pd.DataFrame:

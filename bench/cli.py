@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true", help="with --executor slurm: follow the jobs until they end")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages, run nothing")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for key, what in (("methods", "method names"), ("datasets", "dataset names"), ("seeds", "seeds")):
+        run.add_argument(f"--{key}", default=None, help=f"run only these of the profile's {key} (comma-separated {what})")
 
     st = sub.add_parser("status", help="done / running / failed / pending stages of a grid (reads the store only)")
     st.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
@@ -78,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("report", "leaderboard"):
         lb = sub.add_parser(name, help="regenerate the website (index.html), leaderboard and plots from results.csv"
                             + (" (alias of `bench report`)" if name == "leaderboard" else ""))
-        lb.add_argument("--results", default="results", help="results folder (default: results)")
+        lb.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
+        lb.add_argument("--profile", default=None, help="the profile whose results folder to render (default: the file's default)")
+        lb.add_argument("--results", default=None, help="a results folder instead of a profile's (without a bench.toml: results)")
     return p
 
 
@@ -125,7 +129,7 @@ def _cmd_run(args) -> int:
     from bench.config import load_config
 
     config = load_config(args.config)
-    profile = config.profile(args.profile)
+    profile = _narrowed(config.profile(args.profile), args)
     if config.data_root is not None:
         from bench.data.root import set_data_root
 
@@ -188,12 +192,45 @@ def _cmd_data(args) -> int:
     return data_cli.run(args)
 
 
+def _narrowed(profile, args):
+    """The profile narrowed to ``--methods`` / ``--datasets`` / ``--seeds`` (each a subset of the profile's own)."""
+    import dataclasses
+
+    from bench.config import ConfigError
+
+    changes = {}
+    for key, parse in (("methods", str), ("datasets", str), ("seeds", int)):
+        text = getattr(args, key, None)
+        if text is None:
+            continue
+        try:
+            values = [parse(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--{key} {text!r}: expected comma-separated integers") from None
+        allowed = getattr(profile, key)
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise ConfigError(f"--{key} {text!r}: {', '.join(map(str, unknown)) or 'nothing'} is not among profile "
+                              f"{profile.name!r}'s {key} ({', '.join(map(str, allowed))}); --{key} narrows the profile")
+        changes[key] = values
+    return dataclasses.replace(profile, **changes) if changes else profile
+
+
 def _cmd_leaderboard(args) -> int:
     from bench.report import regenerate
     from bench.results import collect_from_plans
 
-    collect_from_plans(Path(args.results))  # stages finished by jobs nobody waited for
-    out = regenerate(Path(args.results))
+    results = args.results
+    if results is None:
+        if Path(args.config).is_file():
+            from bench.config import load_config
+
+            config = load_config(args.config)
+            results = config.results_dir(config.profile(args.profile))
+        else:
+            results = "results"
+    collect_from_plans(Path(results))  # stages finished by jobs nobody waited for
+    out = regenerate(Path(results))
     print("wrote " + ", ".join(str(path) for key, path in out.items() if key != "plots") + f" and {out['plots']}/")
     return 0
 

@@ -48,7 +48,7 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
                 n = int(stats.loc[(*key, m), "count"]) if (*key, m) in stats.index else 0
                 line[f"{m}_mean"], line[f"{m}_std"], line[f"{m}_n"] = np.nan, np.nan, n
         out.append(line)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out) if out else pd.DataFrame(columns=[*keys, "seeds"])  # an empty table renders too
 
 
 def _finished_seeds(rows: pd.DataFrame) -> pd.Series:

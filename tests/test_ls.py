@@ -49,3 +49,37 @@ def test_ls_profiles_gives_name_description_and_grid_size(tmp_path, capsys):
 def test_a_name_without_methods_or_metrics_is_refused(capsys):
     assert main(["ls", "datasets", "mnist"]) == 2
     assert "goes with `methods` or `metrics`" in capsys.readouterr().err
+
+
+def test_run_narrows_a_profile_to_some_methods_and_seeds_with_the_same_stage_ids(tmp_path, capsys):
+    from bench import stages
+    from bench.config import load_config
+
+    config = tmp_path / "bench.toml"
+    config.write_text(textwrap.dedent("""
+        [profiles.two]
+        methods = ["ae", "vae"]
+        datasets = ["dsprites-procedural-32"]
+        seeds = [0, 1]
+        preset = "tiny"
+        metrics = ["factorvae"]
+        device = "cpu"
+    """))
+    full = {s.id for s in stages.plan(load_config(config).profile("two")).stages}
+    assert main(["run", "--config", str(config), "--methods", "vae", "--seeds", "1", "--dry-run"]) == 0
+    listed = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(listed) == 2 and set(listed) <= full  # vae seed 1 and its evaluation: the same ids, no retraining
+    assert main(["run", "--config", str(config), "--methods", "beta-vae", "--dry-run"]) == 2
+    assert "--methods 'beta-vae': beta-vae is not among profile 'two''s methods (ae, vae)" in capsys.readouterr().err
+
+
+def test_report_takes_config_and_profile(tmp_path, capsys):
+    config = tmp_path / "bench.toml"
+    config.write_text('[profiles.p]\nmethods = ["ae"]\ndatasets = ["dsprites-procedural-32"]\nseeds = [0]\n'
+                      'results = "elsewhere"\n')
+    (tmp_path / "elsewhere").mkdir()
+    from bench.results import COLUMNS
+
+    (tmp_path / "elsewhere" / "results.csv").write_text(",".join(COLUMNS) + "\n")  # an empty table
+    assert main(["report", "--config", str(config), "--profile", "p"]) == 0
+    assert (tmp_path / "elsewhere" / "index.html").is_file() and str(tmp_path / "elsewhere") in capsys.readouterr().out
