@@ -246,10 +246,10 @@ def _parse_profile(name: str, body: Any, path: Path, top_slurm: dict[str, Any] |
     for m in methods:
         cls = registry.methods().load(m)
         merged = {**overrides.get("*", {}), **overrides.get(m, {})}
+        _check_overrides(cls, m, overrides, path, f"{where}.overrides")  # first: a sweep's check includes them
         for key, values in sweep.get(m, {}).items():
             for v in values:
-                _check_params(cls, {**merged, key: v}, path, f"{where}.sweep.{m}.{key}")
-        _check_params(cls, merged, path, f"{where}.overrides")
+                _check_params(cls, {**merged, key: v}, path, f"{where}.sweep.{m}.{key}", m)
 
     metric_params = body.get("metric_params", {})
     for metric, params in metric_params.items():
@@ -355,11 +355,40 @@ def _method_tables(tables: Any, methods: list[str], path: Path, key: str, *, all
     return out
 
 
-def _check_params(cls: type, params: dict[str, Any], path: Path, key: str) -> None:
+def _check_params(cls: type, params: dict[str, Any], path: Path, key: str, method: str) -> None:
     try:
         cls.check_params(params)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {key}: {exc}") from None
+        raise ConfigError(f"{path}: {key}: method {method!r}: {_without_class(exc, cls)}") from None
+
+
+def _check_overrides(cls: type, method: str, overrides: dict[str, dict], path: Path, where: str) -> None:
+    """Check the ``"*"`` and ``method`` override tables for ``method``; an error names the key it comes from.
+
+    The message reads ``profiles.P.overrides."*".steps: method 'beta-vae', checking its overrides: ...``
+    (the table the value is written in, and the registered name, not the adapter's class name).
+    """
+    merged = {**overrides.get("*", {}), **overrides.get(method, {})}
+    try:
+        cls.check_params(merged)
+        return
+    except (TypeError, ValueError) as exc:
+        first = exc
+    for key, value in merged.items():  # which key: each one alone over the defaults
+        try:
+            cls.check_params({key: value})
+        except (TypeError, ValueError) as exc:
+            table = method if key in overrides.get(method, {}) else '"*"'
+            raise ConfigError(f"{path}: {where}.{table}.{key}: method {method!r}, checking its overrides: "
+                              f"{_without_class(exc, cls)}") from None
+    # only the combination fails: no single key to blame
+    raise ConfigError(f"{path}: {where}: method {method!r}, checking its overrides: {_without_class(first, cls)}")
+
+
+def _without_class(exc: Exception, cls: type) -> str:
+    """The adapter's message without its class-name prefix (``BetaVAE: ...``); callers name the method."""
+    text, prefix = str(exc), f"{cls.__name__}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def check_metric_params(metric: str, params: dict[str, Any], where: str) -> None:

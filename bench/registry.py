@@ -21,6 +21,13 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class PluginImportError(ImportError, ValueError):
+    """A module named in ``BENCH_PLUGINS`` is not importable; the message says how to make it so.
+
+    A ``ValueError`` too, so the command line prints it as one line instead of a traceback.
+    """
+
+
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
@@ -137,7 +144,23 @@ def populate() -> None:
     importlib.import_module("bench.data")
     importlib.import_module("bench.metrics")
     for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
-        importlib.import_module(module)  # out-of-tree registration lines (also seen by worker processes)
+        try:
+            importlib.import_module(module)  # out-of-tree registration lines (also seen by worker processes)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise  # the plugin itself was found; something it imports is missing: its own traceback says what
+            _populated = False  # the next call fails the same way instead of running without the plugin
+            top = module.partition(".")[0]
+            if exc.name == top:
+                fix = (f"add the folder that holds {top}.py or {top}/ to PYTHONPATH "
+                       f"(e.g. PYTHONPATH=/path/to/that/folder) or pip install -e its project")
+            else:  # the package is there, the submodule is not
+                parent, _, leaf = exc.name.rpartition(".")
+                fix = f"check the name: package {parent!r} is importable but has no module {leaf!r}"
+            raise PluginImportError(
+                f"BENCH_PLUGINS names module {module!r}, which Python cannot import (no module named {exc.name!r} "
+                f"on the path): {fix}, or remove it from BENCH_PLUGINS"
+            ) from None
 
 
 def methods() -> Registry:

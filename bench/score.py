@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,7 +262,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "score",
         help="score a representation computed anywhere (codes + factors/attributes/labels in an .npz file)",
-        description=__doc__.split("\n\n")[0],
+        description=plain_text(__doc__.split("\n\n")[0]),
     )
     p.add_argument("codes", type=Path, help="the .npz file: codes (N x D) and any of factors, attributes, labels")
     p.add_argument("--metrics", default=None, help=f"comma-separated names (default: all the file allows): {', '.join(OUTPUT_NAMES)}")
@@ -272,6 +273,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "--param tad.variant=infodiffusion --param factorvae.num_train=500; "
                         "VALUE is read as a TOML value (a bare word is a string)")
     return p
+
+
+_INLINE_RST = re.compile(
+    r"``(?P<literal>[^`]+)``"                                   # ``x`` (first: its text is kept as it is)
+    r"|:[a-z]+(?::[a-z]+)?:`(?P<tilde>~)?(?P<target>[^`]+)`"   # :func:`x`, :class:`~a.b.C` (~: last part)
+    r"|\*\*(?P<strong>[^*\n]+)\*\*"                             # **x**
+    r"|(?<![\w*])\*(?P<em>[^*\s][^*\n]*?)\*(?![\w*])"            # *x* (not a "* " bullet)
+)
+
+
+def plain_text(rst: str) -> str:
+    """``rst`` without its inline markup (literals, roles, emphasis), for ``--help``."""
+    def plain(m: re.Match) -> str:
+        if m["target"] is not None:
+            return m["target"].rpartition(".")[2] if m["tilde"] else m["target"]
+        return m["literal"] or m["strong"] or m["em"]
+
+    return _INLINE_RST.sub(plain, rst)
 
 
 def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,125 @@
+"""Messages a new user meets first say what is wrong and how to fix it (issue 28, item 10)."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench import registry
+from bench.cli import main
+from bench.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- BENCH_PLUGINS ---------------------------------------------------------------------
+def _populate_again(monkeypatch, plugins: str) -> None:
+    monkeypatch.setenv("BENCH_PLUGINS", plugins)
+    monkeypatch.setattr(registry, "_populated", False)  # restored after the test
+
+
+def test_a_plugin_not_on_the_path_is_one_line_naming_the_variable_module_and_fix(monkeypatch, capsys):
+    _populate_again(monkeypatch, "my_plugin_nowhere")
+    assert main(["ls", "methods"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("bench ls: error: BENCH_PLUGINS names module 'my_plugin_nowhere'")
+    assert "PYTHONPATH" in err and "pip install -e" in err
+    # the next call fails the same way instead of running without the plugin
+    with pytest.raises(registry.PluginImportError, match="my_plugin_nowhere"):
+        registry.methods()
+
+
+def test_a_missing_submodule_of_an_importable_package_says_to_check_the_name(monkeypatch):
+    _populate_again(monkeypatch, "tests.plugin_stagez")
+    with pytest.raises(registry.PluginImportError, match=r"package 'tests' is importable but has no module 'plugin_stagez'"):
+        registry.populate()
+
+
+def test_a_plugin_whose_own_import_fails_keeps_its_traceback(monkeypatch, tmp_path):
+    (tmp_path / "broken_plugin_x.py").write_text("import some_dependency_nowhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _populate_again(monkeypatch, "broken_plugin_x")
+    with pytest.raises(ModuleNotFoundError) as info:
+        registry.populate()
+    assert info.value.name == "some_dependency_nowhere" and not isinstance(info.value, registry.PluginImportError)
+
+
+# -- overrides: key path and registered method name ---------------------------------------
+CONFIG = """
+[profiles.smoke]
+methods = ["beta-vae"]
+datasets = ["dsprites-procedural-32"]
+seeds = [0]
+[profiles.smoke.overrides."*"]
+steps = {steps}
+[profiles.smoke.overrides.beta-vae]
+beta = {beta}
+[profiles.smoke.sweep.beta-vae]
+latent_dim = [4, 8]
+"""
+
+
+def _error(tmp_path: Path, steps: str = "10", beta: str = "4.0") -> str:
+    path = tmp_path / "bench.toml"
+    path.write_text(textwrap.dedent(CONFIG.format(steps=steps, beta=beta)))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+def test_a_star_override_type_error_names_the_key_path_and_the_registered_method(tmp_path):
+    message = _error(tmp_path, steps='"ten"')
+    assert 'profiles.smoke.overrides."*".steps: ' in message
+    assert "method 'beta-vae'" in message and "BetaVAE" not in message
+    assert "hyperparameter 'steps' must be int" in message
+
+
+def test_a_method_override_error_names_its_own_table(tmp_path):
+    message = _error(tmp_path, beta='"x"')
+    assert "profiles.smoke.overrides.beta-vae.beta: " in message and "method 'beta-vae'" in message
+    assert "BetaVAE" not in message
+    message = _error(tmp_path, steps="-1")  # a range error, checked before the sweep that includes it
+    assert 'profiles.smoke.overrides."*".steps: ' in message and "out of range" in message
+
+
+def test_an_unknown_star_override_names_its_path(tmp_path):
+    path = tmp_path / "bench.toml"
+    path.write_text(textwrap.dedent(CONFIG.format(steps="10", beta="4.0")).replace("steps = 10", "stepz = 10"))
+    with pytest.raises(ConfigError, match=r'overrides\."\*"\.stepz: method \'beta-vae\'.*did you mean \'steps\'') as info:
+        load_config(path)
+    assert "BetaVAE" not in str(info.value)
+
+
+# -- bench score --help ------------------------------------------------------------------
+RST = re.compile(r"``|:[a-z]+(:[a-z]+)?:`")
+
+
+def test_score_help_shows_no_rst_markup(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["score", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "bench score CODES.npz: score a representation computed anywhere." in out
+    assert not RST.search(out), out
+
+
+def test_plain_text_renders_the_whole_module_docstring():
+    from bench import score
+
+    text = score.plain_text(score.__doc__)
+    assert not RST.search(text) and "**" not in text
+    assert "dci_*, modularity" in text  # a literal's own characters are kept
+    assert "wrapped in\n  TableFactorDataset," in text  # :class:`~a.b.C` → C
+    assert "(format and validation: bench.codes_file)" in text
+    assert "\n* codes alone → gaussian_tc" in text  # bullets stay bullets
+
+
+# -- README ------------------------------------------------------------------------------
+def test_readme_using_it_says_to_activate_the_venv_first():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Using it", 1)[1].split("```bash", 1)[0]
+    assert "source .venv/bin/activate" in section and ".venv/bin/bench" in section
