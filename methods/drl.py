@@ -39,8 +39,8 @@ with λ(t) = σ²(t), written here as score_sde does with ``reduce_mean=False``:
 §3.3, the project's latent MLP; ``sample_z = "latent"``) or from N(0, I) (``"prior"``, the
 natural choice for VDRL), then ``sampler = "pc"`` — the reverse SDE with a reverse-diffusion
 predictor and one Langevin corrector step of snr 0.16 per level (``sample_steps`` levels) —
-or ``"ode"``, the probability-flow ODE (fixed-step Heun, ``ode_steps``), both conditioned on
-z. ``decode(z)`` and ``reconstruct`` use the ODE: x_0 → x_1 → x_0 with the image's own code
+or ``"ode"``, the probability-flow ODE (``ode_solver``: score_sde's adaptive RK45 at rtol =
+atol = ``ode_tol`` = 1e-5, or ``"heun"`` with ``ode_steps`` fixed steps), both conditioned on z. ``decode(z)`` and ``reconstruct`` use the ODE: x_0 → x_1 → x_0 with the image's own code
 (per-t codes when time-conditioned), ``decode`` from one fixed x_1 for every code.
 
 Optimisation (score_sde defaults, which DRL "did not change"): Adam lr 2e-4, 5,000 warm-up
@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from bench.adapter import NotGenerativeError
-from bench.diffusion.sde import SDES, dsm_loss, make_sde, ode_solve, pc_sample
+from bench.diffusion.sde import ODE_SOLVERS, SDES, dsm_loss, make_sde, ode_solve, pc_sample
 from bench.diffusion.unet import GaussianFourierProjection, UNet, _DownPath, _group_norm, timestep_embedding
 from methods.backbones import WideResNet
 from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
@@ -111,6 +111,8 @@ DRL_DEFAULTS: dict[str, Any] = {
     "sample_steps": 1000,
     "snr": 0.16,
     "corrector_steps": 1,
+    "ode_solver": "rk45",
+    "ode_tol": 1e-5,
     "ode_steps": 100,
     "sample_z": "latent",
     # the latent DDPM over the codes (used when sample_z = "latent")
@@ -124,7 +126,7 @@ DRL_RANGES: dict[str, Any] = {
     "sde": SDES, "sigma_min": "> 0", "sigma_max": "> 0", "beta_min": "> 0", "beta_max": "> 0", "t_eps": "(0, 1)",
     "t_sampling": T_SAMPLINGS, "encoder": ENCODERS, "wrn_widen": ">= 1", "enc_hidden": ">= 1", "encode_t": "[0, 1]",
     "l1_weight": ">= 0", "kl_weight": ">= 0", "sampler": SAMPLERS, "sample_steps": ">= 1", "snr": "> 0",
-    "corrector_steps": ">= 0", "ode_steps": ">= 1", "sample_z": ("latent", "prior"),
+    "corrector_steps": ">= 0", "ode_solver": ODE_SOLVERS, "ode_tol": "> 0", "ode_steps": ">= 1", "sample_z": ("latent", "prior"),
 }
 TINY_DRL: dict[str, Any] = {
     **{k: v for k, v in TINY_NET.items() if k not in _DISCRETE},
@@ -203,6 +205,8 @@ class DRLEncoder(nn.Module):
 class DRL(AutoencodingDiffusion):
     """Diffusion-based representation learning (see the module docstring)."""
 
+    # 2: score_sde's VE kernel std σ(t) (was √(σ² − σ_min²)) and the adaptive RK45 probability-flow ODE
+    version = "2"
     defaults: ClassVar[dict[str, Any]] = dict(DRL_DEFAULTS)
     ranges = DRL_RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DRL), "paper": dict(PAPER_DOWNSTREAM),
@@ -211,7 +215,8 @@ class DRL(AutoencodingDiffusion):
     variational: ClassVar[bool] = False
     # no discrete DDPM keys (schedule, cond_layout; "sampler" names the SDE samplers)
     choices = {**{k: v for k, v in AutoencodingDiffusion.choices.items() if k not in _DISCRETE},
-               "sampler": SAMPLERS, "sde": SDES, "encoder": ENCODERS, "t_sampling": T_SAMPLINGS}
+               "sampler": SAMPLERS, "sde": SDES, "encoder": ENCODERS, "t_sampling": T_SAMPLINGS,
+               "ode_solver": ODE_SOLVERS}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -364,8 +369,14 @@ class DRL(AutoencodingDiffusion):
         return score
 
     @torch.no_grad()
+    def _ode(self, score, x: torch.Tensor, t_from: float, t_to: float) -> torch.Tensor:
+        """The probability-flow ODE with this model's solver (RK45 at ``ode_tol``, or ``ode_steps`` Heun steps)."""
+        return ode_solve(score, self.sde_, x, t_from, t_to, solver=self.ode_solver, steps=self.ode_steps,
+                         rtol=self.ode_tol, atol=self.ode_tol)
+
+    @torch.no_grad()
     def _ode_decode(self, z: torch.Tensor | None, x_T: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
-        return ode_solve(self._score_fn(z, x0), self.sde_, x_T, 1.0, self.t_eps, self.ode_steps)
+        return self._ode(self._score_fn(z, x0), x_T, 1.0, self.t_eps)
 
     @torch.no_grad()
     @native_convs
@@ -379,7 +390,7 @@ class DRL(AutoencodingDiffusion):
                 z, ref = None, x0
             else:
                 z, ref = self._eval_net("encoder")(x0, None).float(), None
-            x_T = ode_solve(self._score_fn(z, ref), self.sde_, x0, self.t_eps, 1.0, self.ode_steps)
+            x_T = self._ode(self._score_fn(z, ref), x0, self.t_eps, 1.0)
             out.append(self._to_numpy_images(self._ode_decode(z, x_T, ref)))
         return np.concatenate(out)
 
