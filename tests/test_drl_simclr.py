@@ -12,7 +12,7 @@ import torch
 from bench.adapter import NotGenerativeError
 from bench.diffusion.sde import VESDE, VPSDE, dsm_loss
 from bench.diffusion.unet import UNet
-from bench.metrics.probe import TimedEncoder, latent_probe
+from bench.metrics.probe import TimedEncoder, latent_probe, probe_splits
 from methods.backbones import ResNet, WideResNet
 from methods.drl import DRL, VDRL
 from methods.simclr import SimCLR, SimCLRGauss, nt_xent, random_resized_crop
@@ -240,13 +240,44 @@ def test_latent_probe_scores_every_t_and_finds_the_best():
         rng = np.random.default_rng(int(1000 * (t or 0)))
         return np.concatenate([x, np.zeros_like(x)], 1) + rng.normal(0, 0.05 + 3 * abs((t or 0) - 0.3), (len(x), 2))
 
-    out = latent_probe(data, TimedEncoder(encode, True), 0, num_train=300, num_test=200, epochs=30,
+    out = latent_probe(data, TimedEncoder(encode, True), 0, num_train=300, num_test=200, num_val=100, epochs=30,
                        few_shot=[30], t_values=[0.0, 0.3, 1.0])
     assert out["probe_mlp_best_t"] == 0.3 and out["probe_mlp"] == out["probe_mlp_t0.3"] > 0.9
     assert out["probe_mlp_t1.0"] < 0.6 and {"probe_svc30_t0.0", "probe_svc30"} <= set(out)
     static = latent_probe(data, TimedEncoder(lambda x: encode(x, 0.3), False), 0, num_train=300, num_test=200,
                           epochs=30, few_shot=[30])
     assert set(static) == {"probe_mlp", "probe_svc30"}
+
+
+def test_the_headline_t_is_chosen_on_validation_not_on_the_test_split():
+    """An encoder that is perfect on the test images at t = 0.0 but label-flipped on the
+    validation images there, and good everywhere at t = 0.5: choosing t on the test split
+    (the max of the test accuracies) would report t = 0.0 and accuracy 1; the headline must
+    be t = 0.5's test accuracy."""
+    data = _Labelled(n=900)
+    train, test, val = probe_splits(len(data), 0, 300, 200, 200)
+    assert not (set(train) & set(test) or set(train) & set(val) or set(test) & set(val))
+    index = np.arange(len(data))
+    where = {"val": np.isin(index, val)}
+
+    class Indexed(_Labelled):
+        def images(self, idx):
+            return np.asarray(idx, np.float32)[:, None]  # the encoder reads the image's index
+
+    def encode(x, t=None):
+        i = x[:, 0].astype(int)
+        y = data.y[i].astype(np.float64)
+        rng = np.random.default_rng(int(10 * t) + len(i))
+        if t == 0.0:  # the class, but the validation images show another class
+            y = np.where(where["val"][i], (y + 1) % 3, y)
+            return np.stack([y, np.zeros_like(y)], 1) + rng.normal(0, 0.01, (len(i), 2))
+        return np.stack([y, np.zeros_like(y)], 1) + rng.normal(0, 0.45, (len(i), 2))
+
+    out = latent_probe(Indexed(n=900), TimedEncoder(encode, True), 0, num_train=300, num_test=200, num_val=200,
+                       epochs=60, few_shot=[60], t_values=[0.0, 0.5])
+    assert out["probe_mlp_t0.0"] > 0.95 > out["probe_mlp_t0.5"] > 0.6  # the trap is there
+    assert out["probe_mlp_best_t"] == 0.5 and out["probe_mlp"] == out["probe_mlp_t0.5"]
+    assert out["probe_svc60"] == out["probe_svc60_t0.5"]
 
 
 def test_the_report_plots_accuracy_against_t(tmp_path):

@@ -112,8 +112,8 @@ METRICS.register(
     "DRL's downstream probes: 1-hidden-layer MLP and few-shot SVC accuracy, per t for time-conditioned codes",
     uses="encode_t",
     requires="labels",
-    version=2,  # 2: the SVCs see standardised codes
-    ranges={"num_train": ">= 2", "num_test": ">= 1", "hidden": ">= 1", "epochs": ">= 1", "few_shot": "each >= 2",
+    version=3,  # 2: the SVCs see standardised codes; 3: a time-conditioned code's t is chosen on a validation split
+    ranges={"num_train": ">= 2", "num_test": ">= 1", "num_val": ">= 0", "hidden": ">= 1", "epochs": ">= 1", "few_shot": "each >= 2",
             "t_values": "each >= 0", "encode_batch_size": ">= 1"},
 )
 METRICS.register(
