@@ -14,7 +14,8 @@ the diffusion bottleneck disentangle by themselves.
 
 **Latent space.** The ``first_stage`` component (``vq-f4``, trained once per dataset) maps
 64×64×3 images to 16×16×3 pre-quantisation latents; the diffusion model runs on them scaled
-by 1/std of the first training batch (LDM's ``scale_by_std``); decoded images are quantised
+by 1/std of the first training batch (LDM's ``scale_by_std``; a random batch, drawn with the seed, as the
+reference's shuffled loader gives); decoded images are quantised
 then decoded (LDM ``decode_first_stage``). ``space = "pixel"`` — the paper's pixel-space
 EncDiff — diffuses the images themselves (no component).
 
@@ -151,6 +152,8 @@ class EncDiffEncoder(nn.Module):
 class EncDiff(AutoencodingDiffusion):
     """Concept tokens by cross-attention into a latent-diffusion UNet (see the module docstring)."""
 
+    # 2: scale_by_std from a random first batch (was pool[:B] in dataset order)
+    version = "2"
     defaults: ClassVar[dict[str, Any]] = dict(ENCDIFF_DEFAULTS)
     ranges = ENCDIFF_RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_ENCDIFF), "paper": {}}
@@ -271,9 +274,9 @@ class EncDiff(AutoencodingDiffusion):
         state = super().setup_training(data, seed=seed, device=device)
         vq = self._first_stage()
         if vq is not None:  # scale_by_std: 1 / std of the first batch's latents (LDM on_train_batch_start)
-            vq.to(state.device)
-            first = state.pool[:self.batch_size]
-            z = vq.latents(first.float())
+            vq.to(state.device)  # the reference's loader shuffles: its first batch is a random one, not pool[:B]
+            pick = torch.randperm(state.pool.shape[0], generator=torch.Generator().manual_seed(seed))[:self.batch_size]
+            z = vq.latents(state.pool[pick.to(state.pool.device)].float())
             self.scale_factor_ = float(1.0 / z.flatten().std().clamp_min(1e-8))
         return state
 

@@ -138,15 +138,43 @@ def first_stage():
     return VQF4.from_preset("tiny", steps=20).fit(TinyBars(), seed=0)
 
 
-def test_encdiff_scales_latents_by_the_first_batch_std_and_needs_its_first_stage(first_stage, tiny_data):
+def test_encdiff_needs_its_first_stage(first_stage, tiny_data):
     model = EncDiff.from_preset("tiny", **FAST)
     with pytest.raises(ValueError, match="first-stage autoencoder"):
         model.fit(tiny_data, seed=0)
     model.fit(tiny_data, seed=0, components={"first_stage": first_stage})
-    state = model.setup_training(tiny_data, seed=0)
-    z = first_stage.latents(state.pool[:model.batch_size])
-    assert model.scale_factor_ == pytest.approx(float(1 / z.flatten().std()), rel=1e-5)
     assert model._first_stage() is first_stage and model.diffusion_shape == first_stage.latent_shape
+
+
+def test_encdiff_scale_by_std_reads_a_random_batch_not_the_first_items(first_stage, tiny_data, monkeypatch):
+    """Ordered datasets (Shapes3D, MPI3D) start with runs of near-identical images: the scale
+    must come from a random batch (the reference's shuffled loader), i.e. near 1/std of all
+    latents, not from the first items in dataset order (here: one blank scene, std 0)."""
+
+    class Ordered:  # the first half is one blank scene, the second varied images
+        image_shape = tiny_data.image_shape
+
+        def __len__(self):
+            return 256
+
+        def images(self, idx):
+            idx = np.asarray(idx)
+            noise = np.stack([np.random.default_rng(i).random(self.image_shape, dtype=np.float32) for i in idx])
+            return np.where((idx < 128)[:, None, None, None], np.float32(0.5), noise)
+
+    c, h, _ = first_stage.latent_shape
+    f = tiny_data.image_shape[1] // h
+
+    def latents(x):  # a first stage whose latents are the images' local means: a blank scene's are constant
+        return torch.nn.functional.avg_pool2d(x.float(), f).mean(1, keepdim=True).expand(-1, c, -1, -1)
+
+    monkeypatch.setattr(first_stage, "latents", latents)
+    data = Ordered()
+    model = EncDiff.from_preset("tiny", **{**FAST, "steps": 1, "batch_size": 64, "data_pool": 0})
+    model.fit(data, seed=0, components={"first_stage": first_stage})
+    everything = latents(torch.from_numpy(data.images(np.arange(256))))
+    assert float(latents(torch.from_numpy(data.images(np.arange(64)))).std()) == 0  # the trap: pool[:B] is blank
+    assert model.scale_factor_ == pytest.approx(float(1 / everything.flatten().std()), rel=0.15)
 
 
 def test_encdiff_variants(first_stage, tiny_data):
