@@ -65,6 +65,9 @@ class AutoencodingDiffusion(DiffusionFamily):
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: clamp of the latent DDPM's z_T (PDAE clamps to [-1, 1], "may slightly improve sample quality"); 0 = none
     latent_noise_clamp: ClassVar[float] = 0.0
+    #: clip the normalised ẑ_0 to [-1, 1] at every latent DDIM step (PDAE's ``latent_ddim_sample_loop``
+    #: calls its clipping ``ddim_sample``; DiffAE's ``latent_clip_sample`` is off)
+    latent_clip_x0: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -200,7 +203,7 @@ class AutoencodingDiffusion(DiffusionFamily):
         if self.latent_net_ is None:
             raise RuntimeError(f"{type(self).__name__}: no latent DDPM was trained, so codes cannot be sampled from it")
         net = self.latent_ema_.shadow if self.latent_ema_ is not None else self.latent_net_
-        sampler = DDIMSampler(self.latent_schedule_, eta=0.0, spacing=self.spacing)
+        sampler = DDIMSampler(self.latent_schedule_, eta=0.0, spacing=self.spacing, clip_x0=self.latent_clip_x0)
         sampler.set_timesteps(self.latent_ddim_steps)
         z_T = torch.randn((n, self.latent_dim), generator=generator).to(self.device_)
         if self.latent_noise_clamp:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ class DiffusionSampling:
     hyperparameters, ``schedule_``, ``input_shape``, ``device_``, and its ``_eval_net``,
     ``_amp``, ``_use_channels_last``, ``_images_in`` and ``check_fitted``.
     """
+
+    #: clip x̂_0 to [-1, 1] in the DDIM inversion too (PDAE's and DisDiff's ``ddim_encode``)
+    clip_inversion: ClassVar[bool] = False
 
     def _denoiser(self, z: torch.Tensor | None = None) -> Denoiser:
         """ε̂(x_t, t) with the evaluation weights (EMA when kept), conditioned on ``z`` if given."""
@@ -85,7 +88,7 @@ class DiffusionSampling:
     def _invert(self, x: np.ndarray, z: torch.Tensor | None = None) -> torch.Tensor:
         """DDIM inversion x_0 → x_T of images ``x`` (conditioned on codes ``z``), on the device."""
         x0 = self._images_in(torch.from_numpy(x).to(self.device_))
-        return ddim_invert(self._denoiser(z), self._ddim(self._inversion_steps()), x0)
+        return ddim_invert(self._denoiser(z), self._ddim(self._inversion_steps(), clip=self.clip_inversion), x0)
 
     def _inversion_steps(self) -> int | None:
         """DDIM steps of the inversion (None: ``ddim_steps``)."""

@@ -40,8 +40,12 @@ harness's choice. ``tiny`` is for CPU tests.
 
 Deviations: the DPM's resampling is a stride-2 / nearest-neighbour conv instead of
 resampling residual blocks (see :mod:`bench.diffusion.unet`), so the DPM is not
-weight-compatible with the reference's checkpoints; DDIM's timesteps follow ``spacing``
-(the reference takes ``linspace(0, T − 1, S + 1)`` and treats its last level t = 0 as data).
+weight-compatible with the reference's checkpoints.
+
+DDIM chains are the reference's (``diffusion/ddim.py``): ``spacing = "linspace"`` takes the
+levels ⌊linspace(0, T − 1, S + 1)⌋ with level 0 standing for the data, so the 1000-step
+inversion and the 100-step decoding both meet at t = 999; x̂_0 is clipped to [−1, 1] in
+decoding, in the inversion (``ddim_encode``) and in the latent DDIM (normalised ẑ_0).
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ PDAE_DEFAULTS: dict[str, Any] = {
     "weight_gamma": 0.1,
     # inference
     "ddim_steps": 100,
+    "spacing": "linspace",
     "inversion_steps": 1000,
     "stop_percent": 0.3,
     # latent DDPM (config/celeba64_latent.yml)
@@ -178,6 +183,11 @@ class PDAE(AutoencodingDiffusion):
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     components = {"dpm": Component("ddpm", params=dpm_params)}
     latent_noise_clamp = 1.0
+    latent_clip_x0 = True
+    clip_inversion = True
+    # 2: the reference's DDIM chain (spacing "linspace": inversion and decoding both end at t = T - 1, level 0
+    # is the data; x̂_0 clipped in the inversion and in the latent DDIM)
+    version = "2"
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -215,3 +215,70 @@ def test_the_encoders_have_the_reference_parameter_counts():
     assert count(PDAEEncoder(in_channels=3, image_size=64, out_dim=512)) == 1_487_104
     assert count(PDAEEncoder(in_channels=3, image_size=64, out_dim=32)) == 503_584
     assert count(DisDiffEncoder(in_channels=3, image_size=64, out_dim=192)) == 1_516_480
+
+
+# -- the reference's DDIM chains (PDAE diffusion/ddim.py, transcribed as the oracle) ----------
+def _reference_chain(alphas_cumprod: np.ndarray, steps: int):
+    """get_ddim_betas_and_timestep_map: the used levels and their ᾱ (level 0 stands for the data)."""
+    T = len(alphas_cumprod)
+    use = {int(s) for s in np.linspace(0, T - 1, steps + 1)}
+    levels = [i for i in range(T) if i in use]
+    return levels, alphas_cumprod[levels]
+
+
+def _reference_step(eps_fn, x, level_t, ab_from, ab_to):
+    eps = eps_fn(x, level_t)
+    x0 = (np.sqrt(1 / ab_from) * x - np.sqrt(1 / ab_from - 1) * eps).clip(-1, 1)
+    eps = (np.sqrt(1 / ab_from) * x - x0) / np.sqrt(1 / ab_from - 1)
+    return x0 * np.sqrt(ab_to) + np.sqrt(1 - ab_to) * eps
+
+
+def _reference_sample(eps_fn, alphas_cumprod, steps, x_T):  # ddim_sample_loop
+    levels, ab = _reference_chain(alphas_cumprod, steps)
+    x = x_T
+    for i in reversed(range(1, len(levels))):
+        x = _reference_step(eps_fn, x, levels[i], ab[i], ab[i - 1])
+    return x
+
+
+def _reference_encode(eps_fn, alphas_cumprod, steps, x_0):  # ddim_encode_loop
+    levels, ab = _reference_chain(alphas_cumprod, steps)
+    x = x_0
+    for i in range(len(levels) - 1):
+        x = _reference_step(eps_fn, x, levels[i], ab[i], ab[i + 1])
+    return x
+
+
+@pytest.mark.parametrize("steps", [100, 1000, 7])
+def test_linspace_ddim_chains_equal_the_references(steps):
+    """Decoding and inversion with PDAE's spacing equal the reference's loops on a fixed ε̂
+    (one that pushes x̂_0 out of [-1, 1], so the clipping matters), both meeting at t = 999."""
+    from bench.diffusion.samplers import DDIMSampler, ddim_invert
+    from bench.diffusion.schedules import make_schedule
+
+    schedule = make_schedule("linear", 1000)
+    ab = schedule.alphas_cumprod.double().numpy()
+    w = np.random.default_rng(0).normal(size=(5, 5))
+
+    def eps_np(x, t):
+        return np.tanh(x @ w) * 1.5 + 0.3 * np.sin(t / 50.0)
+
+    def eps_torch(x, t):
+        return torch.from_numpy(eps_np(x.double().numpy(), float(t[0]))).float()
+
+    sampler = DDIMSampler(schedule, eta=0.0, spacing="linspace", clip_x0=True)
+    sampler.set_timesteps(steps)
+    assert int(sampler.timesteps[0]) == 999 and sampler.final == 0
+    x_T = np.random.default_rng(1).normal(size=(4, 5))
+    ours = sample_loop(eps_torch, sampler, torch.from_numpy(x_T).float()).double().numpy()
+    np.testing.assert_allclose(ours, _reference_sample(eps_np, ab, steps, x_T), atol=2e-4)
+    x_0 = np.random.default_rng(2).uniform(-1, 1, size=(4, 5))
+    inverted = ddim_invert(eps_torch, sampler, torch.from_numpy(x_0).float()).double().numpy()
+    np.testing.assert_allclose(inverted, _reference_encode(eps_np, ab, steps, x_0), atol=2e-4)
+
+
+def test_pdae_and_disdiff_use_the_reference_chains_and_clipping():
+    for cls in (PDAE, DisDiff):
+        model = cls.from_preset("tiny")
+        assert model.spacing == "linspace" and model.clip_inversion and model.latent_clip_x0
+        assert cls.defaults["spacing"] == "linspace"

@@ -31,7 +31,7 @@ import torch
 from bench.diffusion.schedules import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SPACINGS = ("leading", "trailing")
+SPACINGS = ("leading", "trailing", "linspace")
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -87,18 +87,26 @@ class Sampler:
 
         ``"leading"`` spacing takes τ_i = i·⌊T/S⌋ (DDIM's and DiffAE's uniform skipping, which
         starts at (S−1)·⌊T/S⌋); ``"trailing"`` takes τ_i = round(T − i·T/S) − 1 and so always
-        starts at T − 1 (Lin et al. 2024, Table 2).
+        starts at T − 1 (Lin et al. 2024, Table 2). ``"linspace"`` is PDAE's and DisDiff's chain
+        (PDAE ``get_ddim_betas_and_timestep_map``): the S + 1 levels ⌊linspace(0, T − 1, S + 1)⌋
+        (duplicates merged), the lowest, t = 0, standing for the data — the reverse chain visits
+        the other levels and ends at level 0 (``final``), whose ᾱ_0 < 1, and the inversion
+        (:func:`ddim_invert`) starts there. Every chain of any S then starts at T − 1.
         """
         T = self.schedule.num_timesteps
         S = T if num_inference_steps is None else num_inference_steps
         if not isinstance(S, int) or not 1 <= S <= T:
             raise ValueError(f"{type(self).__name__}: num_inference_steps must be an int in [1, {T}], got {num_inference_steps!r}")
+        self.final = -1  # the level the reverse chain ends at (-1: clean data, ᾱ = 1)
         if self.spacing == "leading":
             steps = torch.arange(S, dtype=torch.long) * (T // S)
-        else:
+        elif self.spacing == "trailing":
             steps = (torch.round(T - torch.arange(S, dtype=torch.float64) * (T / S)) - 1).long().flip(0)
+        else:
+            levels = sorted({int(v) for v in torch.linspace(0, T - 1, S + 1, dtype=torch.float64).tolist()})
+            self.final, steps = levels[0], torch.tensor(levels[1:], dtype=torch.long)
         self.timesteps = steps.flip(0)
-        self._prev = {int(t): (int(steps[i - 1]) if i > 0 else -1) for i, t in enumerate(steps.tolist())}
+        self._prev = {int(t): (int(steps[i - 1]) if i > 0 else self.final) for i, t in enumerate(steps.tolist())}
 
     def alpha_bar(self, t: int) -> float:
         """ᾱ at timestep index ``t``; 1 for ``t = -1`` (clean data)."""
@@ -148,7 +156,7 @@ class DDPMSampler(Sampler):
         x_t32, eps32 = x_t.float(), eps.float()
         x0 = (x_t32 - (1.0 - ab_t) ** 0.5 * eps32) / ab_t**0.5
         mean = (ab_prev**0.5 * beta / (1.0 - ab_t)) * x0 + ((1.0 - beta) ** 0.5 * (1.0 - ab_prev) / (1.0 - ab_t)) * x_t32
-        if prev < 0:
+        if prev == self.final:
             return mean
         var = beta * (1.0 - ab_prev) / (1.0 - ab_t) if self.variance == "posterior" else beta
         return mean + var**0.5 * self._noise_like(x_t32, generator)
@@ -179,7 +187,7 @@ class DDIMSampler(Sampler):
         x0, eps32 = self._x0_eps(x_t.float(), eps.float(), ab_t)
         sigma = self.eta * ((1.0 - ab_prev) / (1.0 - ab_t)) ** 0.5 * (1.0 - ab_t / ab_prev) ** 0.5
         out = ab_prev**0.5 * x0 + max(1.0 - ab_prev - sigma**2, 0.0) ** 0.5 * eps32
-        if sigma > 0 and prev >= 0:
+        if sigma > 0 and prev != self.final:
             out = out + sigma * self._noise_like(out, generator)
         return out
 
@@ -189,11 +197,16 @@ class DDIMSampler(Sampler):
         The level below ``t`` is ``prev_timestep(t)`` (clean data for the lowest timestep);
         ``eps`` must be ε̂(x_cur, t). x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε̂ with x̂_0 from x_cur — the η = 0
         update of eq. 12 solved for the later time (Song et al. 2021, §4.3 and eq. 14).
+        With ``clip_x0``, x̂_0 is clipped and ε̂ recomputed as in :meth:`step` (PDAE's
+        ``ddim_encode``), except from clean data (ᾱ = 1), where x̂_0 is the point itself.
         """
         t = int(t)
         ab_cur, ab_t = self.alpha_bar(self.prev_timestep(t)), self.alpha_bar(t)
         x_cur32, eps32 = x_cur.float(), eps.float()
-        x0 = (x_cur32 - (1.0 - ab_cur) ** 0.5 * eps32) / ab_cur**0.5
+        if ab_cur < 1.0:
+            x0, eps32 = self._x0_eps(x_cur32, eps32, ab_cur)
+        else:
+            x0 = x_cur32
         return ab_t**0.5 * x0 + (1.0 - ab_t) ** 0.5 * eps32
 
 
@@ -218,13 +231,16 @@ def ddim_invert(denoiser: Denoiser, sampler: DDIMSampler, x0: torch.Tensor) -> t
     """Deterministic DDIM inversion x_0 → x_T over ``sampler.timesteps`` (ascending).
 
     The mirror of :func:`sample_loop` with an η = 0 :class:`DDIMSampler`: the same denoiser
-    (with the same conditioning, e.g. the code z) must be used in both directions.
+    (with the same conditioning, e.g. the code z) must be used in both directions. ε̂ is
+    evaluated at the timestep being moved to; with ``"linspace"`` spacing at the current
+    level instead, the data standing at level 0 (PDAE's ``ddim_encode_loop``).
     """
     if not isinstance(sampler, DDIMSampler):
         raise TypeError(f"ddim_invert needs a DDIMSampler, got {type(sampler).__name__}")
     x = x0.float()
     for t in sampler.timesteps.flip(0).tolist():
-        x = sampler.inverse_step(denoiser(x, _batch_t(t, x)), t, x)
+        t_eval = sampler.prev_timestep(t) if sampler.spacing == "linspace" else t
+        x = sampler.inverse_step(denoiser(x, _batch_t(t_eval, x)), t, x)
     return x
 
 
