@@ -2,10 +2,15 @@
 and SimCLR-Gauss (Mittal et al., DRL §3.1: views that differ only by additive Gaussian noise).
 
 **Objective.** Two augmented views of every image in a batch of N go through the backbone f
-(features h) and a projection head g (2-layer MLP with BatchNorm → 128-d z); NT-Xent over
-the 2N views (Chen et al. eq. 1): for the positive pair (i, j),
+(features h) and a projection head g (:class:`ProjectionHead`, google-research/simclr
+``tf2/model.py``: ``num_proj_layers`` = 3 dense layers of h's width, the last to 128, every
+one followed by BatchNorm, ReLU after all but the last, no dense biases, the last BN without
+β); NT-Xent over the 2N views (Chen et al. eq. 1): for the positive pair (i, j),
 ``ℓ(i, j) = −log exp(sim(z_i, z_j)/τ) / Σ_{k ≠ i} exp(sim(z_i, z_k)/τ)`` with cosine
-similarity, averaged over all 2N anchors; τ = 0.5 in the CIFAR settings.
+similarity, summed over the two views and averaged over the N pairs — the reference's
+``reduce_mean(loss_a + loss_b)`` (``tf2/objective.py``), twice the mean over 2N anchors,
+which matters under LARS: the loss scale sets the gradient against the weight decay; τ =
+0.5 in the CIFAR settings.
 
 **Representation.** ``encode`` returns h, the pooled backbone features *before* the
 projection head, as every reference implementation evaluates (google-research/simclr,
@@ -65,6 +70,7 @@ SIMCLR_DEFAULTS: dict[str, Any] = {
     "hidden": 256,          # conv backbone's dense width
     "repr_dim": 0,          # 0: h itself; > 0: a linear bottleneck h -> repr_dim is the representation
     "proj_dim": 128,
+    "proj_layers": 3,
     "temperature": 0.5,
     "augment": "simclr",
     "crop_min_area": 0.08,
@@ -86,7 +92,7 @@ SIMCLR_DEFAULTS: dict[str, Any] = {
 }
 SIMCLR_RANGES: dict[str, Any] = {
     "backbone": BACKBONES, "width": ">= 1", "widen": ">= 1", "conv_channels": "each >= 1", "hidden": ">= 1",
-    "repr_dim": ">= 0", "proj_dim": ">= 1", "temperature": "> 0", "augment": AUGMENTS, "crop_min_area": "(0, 1]",
+    "repr_dim": ">= 0", "proj_dim": ">= 1", "proj_layers": ">= 1", "temperature": "> 0", "augment": AUGMENTS, "crop_min_area": "(0, 1]",
     "jitter_strength": ">= 0", "jitter_p": "[0, 1]", "grayscale_p": "[0, 1]", "gauss_sigma": ">= 0",
     "optimizer": OPTIMISERS, "lr": "> 0", "weight_decay": ">= 0", "momentum": "[0, 1)", "warmup_epochs": ">= 0",
     "batch_size": ">= 2", "steps": ">= 1", "log_every": ">= 1", "eval_batch_size": ">= 1",
@@ -205,14 +211,41 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
+class ProjectionHead(nn.Module):
+    """google-research/simclr's nonlinear head (``tf2/model.py: ProjectionHead``, ``LinearLayer``).
+
+    ``layers`` dense layers (weights N(0, 0.01²), no bias): the first ``layers − 1`` keep the
+    width and are followed by BatchNorm (γ and β) and ReLU, the last maps to ``out_dim`` and is
+    followed by BatchNorm with γ only (``center=False``). BN momentum 0.1 (TF decay 0.9), eps 1e-5.
+    """
+
+    def __init__(self, width: int, out_dim: int, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        for j in range(layers):
+            last = j == layers - 1
+            dense = nn.Linear(width, out_dim if last else width, bias=False)
+            nn.init.normal_(dense.weight, std=0.01)
+            mods += [dense, nn.BatchNorm1d(out_dim if last else width, eps=1e-5, momentum=0.1)]
+            if not last:
+                mods.append(nn.ReLU())
+        self.net = nn.Sequential(*mods)
+        last_bn = self.net[-1]
+        last_bn.bias = None  # center=False: no β (BatchNorm's functional form accepts bias=None)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent over the 2N views (Chen et al. 2020, eq. 1), averaged over every anchor."""
+    """NT-Xent (Chen et al. 2020, eq. 1) as google-research/simclr's ``add_contrastive_loss``:
+    mean over the N pairs of loss_a + loss_b, i.e. twice the mean over the 2N anchors."""
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n = z1.shape[0]
     sim = z @ z.T / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
+    return 2.0 * F.cross_entropy(sim, targets)
 
 
 class SimCLR(Adapter):
@@ -222,6 +255,8 @@ class SimCLR(Adapter):
     ranges = SIMCLR_RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_SIMCLR), "paper": {}}
     capabilities = frozenset()
+    # 2: google-research/simclr's 3-layer head with BN on every layer, loss = mean(loss_a + loss_b)
+    version = "2"
 
     # -- networks ----------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, int, int]) -> None:
@@ -234,8 +269,7 @@ class SimCLR(Adapter):
         feat = self.backbone_.out_dim
         self.bottleneck_ = nn.Linear(feat, self.repr_dim) if self.repr_dim else nn.Identity()
         rep = self.repr_dim or feat
-        self.head_ = nn.Sequential(nn.Linear(rep, rep, bias=False), nn.BatchNorm1d(rep), nn.ReLU(),
-                                   nn.Linear(rep, self.proj_dim))
+        self.head_ = ProjectionHead(rep, self.proj_dim, self.proj_layers)
         self.device_ = torch.device("cpu")
 
     def _nets(self) -> list[nn.Module]:
@@ -369,6 +403,10 @@ class SimCLR(Adapter):
 
 
 class SimCLRGauss(SimCLR):
-    """SimCLR-Gauss (DRL §3.1): the only augmentation is additive Gaussian noise x + σ ε (σ = ``gauss_sigma``)."""
+    """SimCLR-Gauss (DRL §3.1): the only augmentation is additive Gaussian noise x + σ ε (σ = ``gauss_sigma``).
 
-    defaults = {**SIMCLR_DEFAULTS, "augment": "gauss"}
+    Its encoder is WRN-28-2, the one DRL's App. F gives every method of its downstream comparison.
+    """
+
+    # 2: WRN-28-2 (was ResNet-18), the reference head and loss scale (SimCLR's version 2)
+    defaults = {**SIMCLR_DEFAULTS, "augment": "gauss", "backbone": "wrn28", "widen": 2}

@@ -169,6 +169,45 @@ def test_backbone_parameter_counts():
     assert count(WideResNet(3, 28, 2, 0.0, time_dim=64)) == 1_534_171 - 1_290 - 6_289
 
 
+def _reference_contrastive_loss(hidden: np.ndarray, temperature: float) -> float:
+    """google-research/simclr tf2/objective.py ``add_contrastive_loss`` (one replica), in NumPy."""
+    large = 1e9
+    hidden = hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
+    h1, h2 = np.split(hidden, 2)
+    n = len(h1)
+    labels, masks = np.eye(n, 2 * n), np.eye(n)
+
+    def xent(logits):
+        logits = logits - logits.max(1, keepdims=True)
+        return -(labels * (logits - np.log(np.exp(logits).sum(1, keepdims=True)))).sum(1)
+
+    aa, bb = h1 @ h1.T / temperature - masks * large, h2 @ h2.T / temperature - masks * large
+    ab, ba = h1 @ h2.T / temperature, h2 @ h1.T / temperature
+    return float(np.mean(xent(np.concatenate([ab, aa], 1)) + xent(np.concatenate([ba, bb], 1))))
+
+
+def test_nt_xent_equals_the_reference_loss():
+    z = np.random.default_rng(0).normal(size=(16, 8))
+    ours = nt_xent(torch.from_numpy(z[:8]), torch.from_numpy(z[8:]), 0.5)
+    assert float(ours) == pytest.approx(_reference_contrastive_loss(z, 0.5), rel=1e-9)
+
+
+def test_projection_head_is_the_references():
+    """tf2/model.py with num_proj_layers = 3 on 512-d features: two (512x512 dense, BN γ β, ReLU)
+    and a 512x128 dense with BN γ only: 2 (262,144 + 1,024) + 65,536 + 128 = 592,000 parameters."""
+    from methods.simclr import ProjectionHead
+
+    head = ProjectionHead(512, 128, 3)
+    assert sum(p.numel() for p in head.parameters()) == 592_000
+    bns = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) == 3 and bns[-1].bias is None and all(b.bias is not None for b in bns[:2])
+    assert not any(isinstance(m, torch.nn.Linear) and m.bias is not None for m in head.modules())
+    head.train()
+    out = head(torch.randn(64, 512) * 3 + 1)
+    torch.testing.assert_close(out.mean(0), torch.zeros(128), atol=1e-5, rtol=0)  # BN on the output, no β
+    assert SimCLRGauss.defaults["backbone"] == "wrn28" and SimCLRGauss.defaults["widen"] == 2  # DRL App. F
+
+
 def test_nt_xent_prefers_matching_views():
     a = torch.eye(4)
     assert float(nt_xent(a, a, 0.5)) < float(nt_xent(a, a.roll(1, 0), 0.5))
