@@ -1,9 +1,9 @@
 """DRL and VDRL (Mittal et al., "Diffusion Based Representation Learning", ICML 2023).
 
 **Model.** A score model s_θ(x_t, t, z) conditioned on a code z = E_φ(x_0) of the clean
-image, trained by denoising score matching on a continuous-time SDE (paper eq. 4 and its
-conditional form, eq. 6): E_t E_{x_0, ε} [λ(t) ‖s_θ(x_t, t, E_φ(x_0)) − ∇ log p_{0t}(x_t | x_0)‖²]
-with λ(t) = σ²(t), written here as score_sde does with ``reduce_mean=False``:
+image, trained by DRL's objective (paper eq. 7: the denoising score matching of eq. 4 made
+conditional as in eq. 5, plus γ‖E_φ(x_0)‖₁): E_t E_{x_0, ε} [λ(t) ‖s_θ(x_t, t, E_φ(x_0)) −
+∇ log p_{0t}(x_t | x_0)‖²] with λ(t) = σ²(t), written here as score_sde does with ``reduce_mean=False``:
 ``½ Σ_pixels (std(t) · s_θ + ε)²`` per image (:func:`bench.diffusion.sde.dsm_loss`).
 
 * SDE (``sde``): variance exploding, σ(t) = σ_min (σ_max/σ_min)^t with σ_min 0.01, σ_max 50,
@@ -31,7 +31,9 @@ with λ(t) = σ²(t), written here as score_sde does with ``reduce_mean=False``:
 * **Time-conditioned codes** (``time_conditioned = True``): E(x_0, t) with t embedded into
   every encoder block (a per-channel bias, as the proxy's ``wide_basic``), trained with the
   t of the score-matching step; ``encode(x, t=...)`` gives the code at any t ∈ [0, 1],
-  ``encode_t`` (0.5, the proxy's initial value of its learnt t) when t is not given. Such a
+  ``encode_t`` (0.5, the proxy's initial value of its learnt t) when t is not given.
+* Codes come from the live encoder, as in the proxy (``encoder_ema = True``: its EMA copy);
+  the score network always samples with its EMA weights. Such a
   model declares ``time_conditioned`` and is not generative: unconditional samples would need
   a whole code trajectory t ↦ E(x_0, t), which no prior here provides.
 
@@ -43,8 +45,9 @@ or ``"ode"``, the probability-flow ODE (``ode_solver``: score_sde's adaptive RK4
 atol = ``ode_tol`` = 1e-5, or ``"heun"`` with ``ode_steps`` fixed steps), both conditioned on z. ``decode(z)`` and ``reconstruct`` use the ODE: x_0 → x_1 → x_0 with the image's own code
 (per-t codes when time-conditioned), ``decode`` from one fixed x_1 for every code.
 
-Optimisation (score_sde defaults, which DRL "did not change"): Adam lr 2e-4, 5,000 warm-up
-steps, gradient clipping 1, EMA 0.999 (the small NCSN++ config), batch 64.
+Optimisation (App. D: the optimiser of score_sde's "DDPM++ cont. (deep)", which DRL "did not
+change"): Adam lr 2e-4, 5,000 warm-up steps, gradient clipping 1, EMA 0.9999, batch 128. The
+score network attends at 16×16 like DDPM++ (one head).
 """
 
 from __future__ import annotations
@@ -76,11 +79,12 @@ _DISCRETE = ("schedule", "timesteps", "sampler", "ddim_steps", "ddim_eta", "cond
 DRL_DEFAULTS: dict[str, Any] = {
     **{k: v for k, v in DIFFUSION_DEFAULTS.items() if k not in _DISCRETE},
     **LATENT_DDPM_DEFAULTS,
-    # score network: App. D, CIFAR-10 (three resolutions of 32 channels, two blocks each)
+    # score network: App. D, CIFAR-10 (three resolutions of 32 channels, two blocks each) on DDPM++ cont.
+    # (deep), which attends at 16x16 (score_sde configs/vp/cifar10_ddpmpp_deep_continuous.py: attn_resolutions)
     "base_channels": 32,
     "channel_mult": [1, 1, 1],
     "num_res_blocks": 2,
-    "attention_resolutions": [],
+    "attention_resolutions": [16],
     "dropout": 0.1,
     # the SDE
     "sde": "ve",
@@ -97,14 +101,16 @@ DRL_DEFAULTS: dict[str, Any] = {
     "latent_dim": 128,
     "time_conditioned": False,
     "encode_t": 0.5,
+    "encoder_ema": False,
     "l1_weight": 1e-5,
-    # optimisation: score_sde's defaults
+    # optimisation: score_sde's for DDPM++ cont. (deep) on CIFAR-10 (default_cifar10_configs.py: Adam 2e-4,
+    # 5,000 warm-up steps, clip 1, batch 128; cifar10_ddpmpp_deep_continuous.py: EMA 0.9999), App. D's 90k steps
     "lr": 2e-4,
     "weight_decay": 0.0,
-    "batch_size": 64,
+    "batch_size": 128,
     "steps": 90_000,
     "warmup_steps": 5000,
-    "ema_decay": 0.999,
+    "ema_decay": 0.9999,
     "grad_clip": 1.0,
     # sampling
     "sampler": "pc",
@@ -205,7 +211,8 @@ class DRLEncoder(nn.Module):
 class DRL(AutoencodingDiffusion):
     """Diffusion-based representation learning (see the module docstring)."""
 
-    # 2: score_sde's VE kernel std σ(t) (was √(σ² − σ_min²)) and the adaptive RK45 probability-flow ODE
+    # 2: score_sde's VE kernel std σ(t) (was √(σ² − σ_min²)), the adaptive RK45 probability-flow ODE,
+    # attention at 16x16, EMA 0.9999 and batch 128 (DDPM++ cont. (deep))
     version = "2"
     defaults: ClassVar[dict[str, Any]] = dict(DRL_DEFAULTS)
     ranges = DRL_RANGES
@@ -261,6 +268,12 @@ class DRL(AutoencodingDiffusion):
 
     def _nets(self) -> dict[str, nn.Module]:
         return {"unet": self.unet_, "encoder": self.encoder_}
+
+    def _eval_net(self, name: str) -> nn.Module:
+        """The EMA score network; the live encoder unless ``encoder_ema`` (traj_drl encodes with the live one)."""
+        if name == "encoder" and not self.encoder_ema:
+            return self.encoder_
+        return super()._eval_net(name)
 
     def _time_input(self, t: torch.Tensor) -> torch.Tensor:
         """What the networks read for time t: log σ(t) (VE, Fourier features) or 999·t (VP, sinusoidal)."""

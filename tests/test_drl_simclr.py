@@ -123,6 +123,28 @@ def test_probability_flow_ode_round_trip_recovers_the_image(tiny_data):
     assert np.abs(rec - x).max() < 0.25
 
 
+def test_drl_score_network_attends_at_16x16_like_ddpmpp():
+    """App. D builds on DDPM++ cont. (deep): attention at 16x16 (score_sde attn_resolutions = (16,))."""
+    from bench.diffusion.unet import AttentionBlock
+
+    model = DRL()
+    assert model.attention_resolutions == [16] and (model.ema_decay, model.batch_size) == (0.9999, 128)
+    model._build((3, 32, 32))
+    assert sum(isinstance(m, AttentionBlock) for m in model.unet_.modules()) > 0
+
+
+def test_drl_encodes_with_the_live_encoder_unless_asked_for_its_ema(tiny_data):
+    model = DRL.from_preset("tiny", **FAST).fit(tiny_data, seed=0)
+    x = tiny_data.images(np.arange(4))
+    x0 = model._images_in(torch.from_numpy(x))
+    with torch.no_grad():
+        live, ema = model.encoder_(x0).numpy(), model.emas_["encoder"].shadow(x0).numpy()
+    assert np.abs(live - ema).max() > 1e-4  # the two differ after training
+    np.testing.assert_allclose(model.encode(x), live, rtol=1e-5, atol=1e-6)
+    model._params["encoder_ema"] = True
+    np.testing.assert_allclose(model.encode(x), ema, rtol=1e-5, atol=1e-6)
+
+
 def test_time_conditioned_codes_depend_on_t_and_the_model_is_not_generative(tiny_data):
     model = DRL.from_preset("tiny", time_conditioned=True, steps=40).fit(tiny_data, seed=0)
     assert "time_conditioned" in model.capabilities and "sample" not in model.capabilities
