@@ -68,6 +68,8 @@ class AutoencodingDiffusion(DiffusionFamily):
     #: clip the normalised ẑ_0 to [-1, 1] at every latent DDIM step (PDAE's ``latent_ddim_sample_loop``
     #: calls its clipping ``ddim_sample``; DiffAE's ``latent_clip_sample`` is off)
     latent_clip_x0: ClassVar[bool] = False
+    #: the latent DDIM's timestep spacing (None: the image sampler's ``spacing``)
+    latent_spacing: ClassVar[str | None] = None
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -203,7 +205,8 @@ class AutoencodingDiffusion(DiffusionFamily):
         if self.latent_net_ is None:
             raise RuntimeError(f"{type(self).__name__}: no latent DDPM was trained, so codes cannot be sampled from it")
         net = self.latent_ema_.shadow if self.latent_ema_ is not None else self.latent_net_
-        sampler = DDIMSampler(self.latent_schedule_, eta=0.0, spacing=self.spacing, clip_x0=self.latent_clip_x0)
+        sampler = DDIMSampler(self.latent_schedule_, eta=0.0, spacing=self.latent_spacing or self.spacing,
+                              clip_x0=self.latent_clip_x0)
         sampler.set_timesteps(self.latent_ddim_steps)
         z_T = torch.randn((n, self.latent_dim), generator=generator).to(self.device_)
         if self.latent_noise_clamp:

@@ -64,7 +64,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.9999,
     "log_every": 100,
     # speed
-    "amp_bf16": True,
+    "amp_bf16": False,      # fp32 as every reference trains; bf16 autocast (CUDA) is opt-in until a loss-curve check
     "channels_last": True,
     "compile": False,
     "data_pool": 0,

@@ -34,7 +34,7 @@ import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -194,6 +194,11 @@ class DiffusionTraining:
     when its loss needs other random inputs) and :meth:`_after_fit` for a later phase.
     """
 
+    #: LitEma's decay warm-up min(decay, (1 + n)/(10 + n)) (the LDM-based references: EncDiff, DisDiff)
+    ema_warmup: ClassVar[bool] = False
+    #: the learning-rate factor at step 0 of the linear warm-up (None: 1/warmup_steps; LDM's configs: 1e-6)
+    warmup_start: ClassVar[float | None] = None
+
     def setup_training(self, data, *, seed: int = 0, device: str | torch.device = "cpu") -> TrainState:
         """Seed, build the networks on ``device``, fill the data pool, make the optimiser."""
         dev = resolve_device(device)
@@ -213,9 +218,14 @@ class DiffusionTraining:
             scheduler = infodiffusion_scheduler(optimizer, len(data), self.batch_size, self.steps)
         elif self.warmup_steps > 0:
             warm = self.warmup_steps
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+            if self.warmup_start is None:
+                scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+            else:  # LDM's LambdaLinearScheduler: f_start + (1 - f_start) n / warm
+                start = self.warmup_start
+                scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, start + (1 - start) * s / warm))
         if self.ema_decay > 0:
-            self.emas_ = {name: EMA(net, self.ema_decay) for name, net in self._nets().items() if name in self._averaged()}
+            self.emas_ = {name: EMA(net, self.ema_decay, warmup=self.ema_warmup)
+                          for name, net in self._nets().items() if name in self._averaged()}
         self._warm_caches(dev)
         loss_fn = maybe_compile(self._loss, dev, bool(self.compile))
         return TrainState(

@@ -25,11 +25,14 @@ reduces each unit to one number by PCA for the factor metrics, DisDiff's protoco
 :mod:`bench.metrics.representation`); ``sample`` draws all units from the latent DDPM.
 
 Optimisation (the shipped configs): AdamW (PyTorch's default weight decay 0.01), lr 2e-6 ×
-batch = 2.56e-4 at 128, linear warm-up over 10k steps (the reference starts the factor at
-1e-6, here at 1/10k), EMA 0.9999 on the shift decoder and part embedding only (the encoder
-is trained but not averaged), L1 ε-loss, dis_weight 0.05 (Shapes3D, Cars3D, CelebA; 0.01 in
+batch = 2.56e-4 at 128, linear warm-up over 10k steps from the factor 1e-6 (LDM's
+``LambdaLinearScheduler``), EMA 0.9999 with LitEma's warm-up min(0.9999, (1 + n)/(10 + n)) on the
+shift decoder and part embedding only (the encoder is trained but not averaged), L1 ε-loss, dis_weight 0.05 (Shapes3D, Cars3D, CelebA; 0.01 in
 the MPI3D config — the reference's ``main.py`` overwrites it with 1.0 unless
-``--dis_weight`` is passed); N = 6 units × D = 32 in every shipped config.
+``--dis_weight`` is passed); N = 6 units × D = 32 in every shipped config. The shift
+decoder has its own dropout 0 and 8 attention heads (the reference's shift UNet config), not
+the frozen DPM's. The frozen DPM holds the DPM component's EMA weights (the reference's
+``load_ema_ckpt`` loads the live ones; a ``ddpm`` checkpoint here keeps only its EMA weights).
 
 Presets: ``paper`` is the pixel-space variant on the shared DPM of PDAE's ``paper`` preset
 (DiffAE's 64 px DDPM), dis_weight 0.05 (bench.toml's ``disdiff-paper-mpi3d`` profile sets
@@ -65,6 +68,8 @@ DISDIFF_DEFAULTS: dict[str, Any] = {
     "loss_weighting": "none",
     "l_simple_weight": 1.0,
     "dis_weight": 0.05,
+    "shift_dropout": 0.0,
+    "shift_num_heads": 8,
     "lr": 2.56e-4,
     "weight_decay": 0.01,
     "warmup_steps": 10_000,
@@ -72,6 +77,7 @@ DISDIFF_DEFAULTS: dict[str, Any] = {
 }
 
 DISDIFF_RANGES = {**PDAE_RANGES, "num_units": ">= 1", "unit_dim": ">= 1", "enc_width": ">= 1",
+                  "shift_dropout": "[0, 1)", "shift_num_heads": ">= 1",
                   "l_simple_weight": ">= 0", "dis_weight": ">= 0"}
 
 TINY_DISDIFF: dict[str, Any] = {
@@ -106,6 +112,10 @@ class DisDiff(PDAE):
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DISDIFF), "paper": {}}
     ranges = DISDIFF_RANGES
     capabilities = frozenset({"sample", "decode", "reconstruct", "latent_units"})
+    ema_warmup = True  # LitEma's warm-up (the reference's LatentDiffusion)
+    warmup_start = 1e-6  # LambdaLinearScheduler's f_start in the shipped configs
+    # 2: PDAE's reference DDIM chains, the shift decoder's own dropout 0 and 8 heads, LitEma's warm-up
+    version = "2"
 
     @property
     def latent_dim(self) -> int:
@@ -128,7 +138,7 @@ class DisDiff(PDAE):
             raise ValueError(f"DisDiff: num_units={self.num_units} exceeds the {time_dim // 2} orthogonal part "
                              f"embeddings of a time embedding of width {time_dim}")
         self.encoder_ = DisDiffEncoder(in_channels=c, image_size=h, out_dim=self.latent_dim, channels=self.enc_width)
-        self.shift_ = ShiftDecoder(self.unet_, self.unit_dim)
+        self.shift_ = ShiftDecoder(self.unet_, self.unit_dim, dropout=self.shift_dropout, num_heads=self.shift_num_heads)
         self.part_ = PartEmbedding(time_dim)
         self.frozen_encoder_ = copy.deepcopy(self.encoder_).eval().requires_grad_(False)
 

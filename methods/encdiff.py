@@ -20,7 +20,8 @@ then decoded (LDM ``decode_first_stage``). ``space = "pixel"`` — the paper's p
 EncDiff — diffuses the images themselves (no component).
 
 **Optimisation** (the shipped configs): AdamW (LDM's default weight decay 0.01), lr =
-2e-6 × batch = 2.56e-4 at 128, linear warm-up from 1e-6 × lr over 10,000 steps, EMA 0.9999
+2e-6 × batch = 2.56e-4 at 128, linear warm-up from 1e-6 × lr over 10,000 steps (LDM's
+``LambdaLinearScheduler``), EMA 0.9999 with LitEma's warm-up min(0.9999, (1 + n)/(10 + n))
 on the UNet only (the reference's ``use_ema`` averages ``self.model``; the encoder is not
 averaged), T = 1000. **Schedule:** the ``paper`` preset uses the cosine schedule, the
 paper's stated default ("We adopt the cosine as the variance schedule by default"), because
@@ -93,7 +94,8 @@ ENCDIFF_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 10_000,
     "ema_decay": 0.9999,
     "grad_clip": 0.0,
-    # inference: log_images' DDIM
+    # inference: log_images' DDIM (LDM's DDIMSampler: timesteps i·T/S + 1, alphas_prev[0] = ᾱ_0)
+    "spacing": "ldm",
     "ddim_steps": 200,
     "ddim_eta": 1.0,
     # latent DDPM over the codes
@@ -152,8 +154,12 @@ class EncDiffEncoder(nn.Module):
 class EncDiff(AutoencodingDiffusion):
     """Concept tokens by cross-attention into a latent-diffusion UNet (see the module docstring)."""
 
-    # 2: scale_by_std from a random first batch (was pool[:B] in dataset order)
+    # 2: scale_by_std from a random first batch (was pool[:B] in dataset order), LitEma's warm-up,
+    # LDM's DDIM timesteps (spacing "ldm")
     version = "2"
+    ema_warmup = True  # LitEma's warm-up (LDM's LatentDiffusion)
+    warmup_start = 1e-6  # LambdaLinearScheduler's f_start in the shipped configs
+    latent_spacing = "leading"  # the harness's latent DDPM over codes is not LDM's sampler
     defaults: ClassVar[dict[str, Any]] = dict(ENCDIFF_DEFAULTS)
     ranges = ENCDIFF_RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_ENCDIFF), "paper": {}}

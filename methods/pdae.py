@@ -77,7 +77,8 @@ LOSS_TYPES = ("mse", "l1")
 def dpm_params(params: dict[str, Any]) -> dict[str, Any]:
     """The ``ddpm`` component's hyperparameters for a PDAE/DisDiff cell with ``params`` (its CPU kernels too)."""
     return {**{k: params[k] for k in DPM_KEYS}, **{k: params[f"dpm_{k}"] for k in DPM_TRAINING},
-            "cpu_native_conv": params["cpu_native_conv"]}
+            "cpu_native_conv": params["cpu_native_conv"],
+            "hflip": params["hflip"]}  # the reference's DPM trains with the flips its stage 2 uses
 
 
 def shift_coefficient(schedule: NoiseSchedule) -> torch.Tensor:

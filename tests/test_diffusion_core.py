@@ -293,3 +293,49 @@ def test_ema_tracks_the_moving_average():
     assert not ema.shadow.weight.requires_grad
     with pytest.raises(ValueError, match="decay"):
         EMA(live, 1.0)
+
+
+def test_litema_warmup_follows_latent_diffusions_formula():
+    """LDM's LitEma (use_num_upates=True): the n-th update uses min(decay, (1 + n)/(10 + n))."""
+    from bench.diffusion.ema import EMA
+
+    live = torch.nn.Linear(1, 1, bias=False)
+    live.weight.data.fill_(0.0)
+    ema, plain = EMA(live, 0.9999, warmup=True), EMA(live, 0.9999)
+    expected = 0.0
+    for n, value in enumerate([1.0, 2.0, 3.0, 4.0], start=1):
+        live.weight.data.fill_(value)
+        ema.update(live)
+        plain.update(live)
+        d = min(0.9999, (1 + n) / (10 + n))
+        expected = expected - (1 - d) * (expected - value)  # LitEma: shadow -= (1 - decay) (shadow - param)
+    assert float(ema.shadow.weight) == pytest.approx(expected, rel=1e-6)
+    assert float(plain.shadow.weight) == pytest.approx(1e-4 * (1 + 2 + 3 + 4), rel=1e-2)  # no warm-up: barely moves
+
+
+def test_ldm_spacing_is_latent_diffusions_ddim():
+    """LDM's make_ddim_timesteps ('uniform') and make_ddim_sampling_parameters: τ = i·T/S + 1,
+    alphas_prev = [ᾱ_0] + ᾱ[τ[:-1]]; an η = 0 chain on a fixed ε̂ equals LDM's p_sample_ddim loop."""
+    from bench.diffusion.samplers import DDIMSampler
+    from bench.diffusion.schedules import make_schedule
+
+    schedule = make_schedule("linear", 1000)
+    ab = schedule.alphas_cumprod.double().numpy()
+    sampler = DDIMSampler(schedule, eta=0.0, spacing="ldm")
+    sampler.set_timesteps(50)
+    taus = np.arange(0, 1000, 20) + 1
+    assert sampler.timesteps.tolist() == taus[::-1].tolist() and sampler.final == 0
+    alphas, alphas_prev = ab[taus], np.concatenate([[ab[0]], ab[taus[:-1]]])
+    w = np.random.default_rng(0).normal(size=(4, 4))
+    eps_np = lambda x, t: np.tanh(x @ w) + 0.01 * t / 1000  # noqa: E731
+    x = np.random.default_rng(1).normal(size=(3, 4))
+    ref = x.copy()
+    for i in reversed(range(len(taus))):  # p_sample_ddim with eta = 0
+        e = eps_np(ref, taus[i])
+        pred_x0 = (ref - np.sqrt(1 - alphas[i]) * e) / np.sqrt(alphas[i])
+        ref = np.sqrt(alphas_prev[i]) * pred_x0 + np.sqrt(1 - alphas_prev[i]) * e
+    ours = sample_loop(lambda v, t: torch.from_numpy(eps_np(v.double().numpy(), float(t[0]))).float(), sampler,
+                       torch.from_numpy(x).float())
+    np.testing.assert_allclose(ours.double().numpy(), ref, rtol=1e-5, atol=1e-4)  # float32 against float64
+    with pytest.raises(ValueError, match="ldm"):
+        sampler.set_timesteps(1000)

@@ -282,3 +282,18 @@ def test_pdae_and_disdiff_use_the_reference_chains_and_clipping():
         model = cls.from_preset("tiny")
         assert model.spacing == "linspace" and model.clip_inversion and model.latent_clip_x0
         assert cls.defaults["spacing"] == "linspace"
+
+
+def test_disdiff_shift_decoder_has_the_reference_dropout_and_heads_and_the_dpm_trains_with_flips(data):
+    """The shift UNet's own config (dropout 0, 8 heads), LitEma's warm-up and LDM's warm-up start;
+    PDAE's DPM component trains with the stage's flips (the reference DPMs do)."""
+    from bench.diffusion.unet import AttentionBlock
+
+    disdiff = DisDiff.from_preset("tiny", **FAST, attention_resolutions=[8])
+    params = {**DDPM.presets["tiny"], **dpm_params(disdiff.get_params()), "steps": 1}
+    model = disdiff.fit(data, seed=0, components={"dpm": DDPM(**params).fit(data, seed=0)})
+    heads = {m.num_heads for m in model.shift_.modules() if isinstance(m, AttentionBlock)}
+    drops = {m.p for m in model.shift_.modules() if isinstance(m, torch.nn.Dropout)}
+    assert heads == {8} and drops <= {0.0}
+    assert DisDiff.ema_warmup and DisDiff.warmup_start == 1e-6 and not PDAE.ema_warmup
+    assert dpm_params(PDAE(hflip=True).get_params())["hflip"] is True

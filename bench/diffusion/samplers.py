@@ -31,7 +31,7 @@ import torch
 from bench.diffusion.schedules import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SPACINGS = ("leading", "trailing", "linspace")
+SPACINGS = ("leading", "trailing", "linspace", "ldm")
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -92,6 +92,8 @@ class Sampler:
         (duplicates merged), the lowest, t = 0, standing for the data — the reverse chain visits
         the other levels and ends at level 0 (``final``), whose ᾱ_0 < 1, and the inversion
         (:func:`ddim_invert`) starts there. Every chain of any S then starts at T − 1.
+        ``"ldm"`` is latent diffusion's DDIM (``make_ddim_timesteps``, ``uniform``): τ_i =
+        i·⌊T/S⌋ + 1 and ``alphas_prev[0] = ᾱ_0``, i.e. the chain ends at level 0 (S < T).
         """
         T = self.schedule.num_timesteps
         S = T if num_inference_steps is None else num_inference_steps
@@ -102,9 +104,17 @@ class Sampler:
             steps = torch.arange(S, dtype=torch.long) * (T // S)
         elif self.spacing == "trailing":
             steps = (torch.round(T - torch.arange(S, dtype=torch.float64) * (T / S)) - 1).long().flip(0)
-        else:
+        elif self.spacing == "linspace":
             levels = sorted({int(v) for v in torch.linspace(0, T - 1, S + 1, dtype=torch.float64).tolist()})
             self.final, steps = levels[0], torch.tensor(levels[1:], dtype=torch.long)
+        elif num_inference_steps is None:  # every timestep LDM's offset chain can visit: 1 … T − 1, then level 0
+            steps, self.final = torch.arange(1, T, dtype=torch.long), 0
+        else:
+            steps = torch.arange(S, dtype=torch.long) * (T // S) + 1
+            if int(steps[-1]) >= T:
+                raise ValueError(f"{type(self).__name__}: 'ldm' spacing offsets every timestep by +1, so it needs "
+                                 f"num_inference_steps < T = {T} (LDM's make_ddim_timesteps), got {S}")
+            self.final = 0
         self.timesteps = steps.flip(0)
         self._prev = {int(t): (int(steps[i - 1]) if i > 0 else self.final) for i, t in enumerate(steps.tolist())}
 
@@ -187,7 +197,7 @@ class DDIMSampler(Sampler):
         x0, eps32 = self._x0_eps(x_t.float(), eps.float(), ab_t)
         sigma = self.eta * ((1.0 - ab_prev) / (1.0 - ab_t)) ** 0.5 * (1.0 - ab_t / ab_prev) ** 0.5
         out = ab_prev**0.5 * x0 + max(1.0 - ab_prev - sigma**2, 0.0) ** 0.5 * eps32
-        if sigma > 0 and prev != self.final:
+        if sigma > 0 and prev >= 0:  # noise on every step that ends at a noisy level (LDM's DDIM: level 0 too)
             out = out + sigma * self._noise_like(out, generator)
         return out
 

@@ -430,15 +430,17 @@ class ShiftDecoder(nn.Module):
     so G ≡ 0 at initialisation and the model starts as the frozen DPM.
     """
 
-    def __init__(self, unet: UNet, code_dim: int) -> None:
+    def __init__(self, unet: UNet, code_dim: int, *, dropout: float | None = None, num_heads: int | None = None) -> None:
+        """``dropout`` and ``num_heads`` default to the frozen UNet's (PDAE); DisDiff's shift UNet sets its own."""
         super().__init__()
         arch = unet.arch
         if not arch["time_dim"]:
             raise ValueError("ShiftDecoder: the frozen UNet must be time conditioned")
         time_dim = arch["time_dim"]
         self.code_embed = nn.Linear(code_dim, time_dim)
-        block_kw = dict(time_dim=time_dim, cond_dim=time_dim, dropout=arch["dropout"], groups=arch["norm_groups"],
-                        layout="joint-shift", num_heads=arch["num_heads"])
+        block_kw = dict(time_dim=time_dim, cond_dim=time_dim, dropout=arch["dropout"] if dropout is None else dropout,
+                        groups=arch["norm_groups"], layout="joint-shift",
+                        num_heads=arch["num_heads"] if num_heads is None else num_heads)
         self.middle = _middle(unet.down.out_channels, block_kw)
         self.up, now = _up_path(unet.down.skip_channels, unet.down.out_channels, unet.down.out_side,
                                 arch["base_channels"], arch["channel_mult"], arch["num_res_blocks"],
