@@ -55,11 +55,12 @@ from torch import nn
 from bench.adapter import Component
 from bench.diffusion.encoders import DisDiffEncoder
 from bench.diffusion.ldm_unet import CONDITIONINGS, CrossAttentionUNet
-from bench.diffusion.samplers import DDIMSampler, DDPMSampler, Denoiser, epsilon_loss
+from bench.diffusion.samplers import Denoiser, epsilon_loss
 from bench.diffusion.schedules import make_schedule
 from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
 from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NET
 from methods.diffusion_training import TrainState
+from methods.latent_space import LatentSpace, first_stage_needed
 
 SPACES = ("latent", "pixel")
 TOKEN_MODES = ("scalar", "vector")
@@ -124,10 +125,6 @@ TINY_ENCDIFF: dict[str, Any] = {
 }
 
 
-def first_stage_needed(params: dict[str, Any]) -> bool:
-    return params["space"] == "latent"
-
-
 class EncDiffEncoder(nn.Module):
     """E(x) → codes (scalar: n_units values; vector: n_units · context_dim) and the codes → concept tokens."""
 
@@ -151,7 +148,7 @@ class EncDiffEncoder(nn.Module):
         return torch.stack([mlp(codes[:, i:i + 1]) for i, mlp in enumerate(self.mlps)], dim=1)
 
 
-class EncDiff(AutoencodingDiffusion):
+class EncDiff(LatentSpace, AutoencodingDiffusion):
     """Concept tokens by cross-attention into a latent-diffusion UNet (see the module docstring)."""
 
     # 2: scale_by_std from a random first batch (was pool[:B] in dataset order), LitEma's warm-up,
@@ -195,20 +192,9 @@ class EncDiff(AutoencodingDiffusion):
     def fit(self, data, *, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
             components: dict[str, Any] | None = None) -> "EncDiff":
         """Train on ``data``; latent space needs ``components={"first_stage": <fitted vq-f4>}`` (the runner passes it)."""
-        self.components_ = dict(components or {})
+        self._store_components(components)
         self._first_stage()  # a missing first stage fails before any work
         return super().fit(data, seed=seed, device=device, progress=progress)
-
-    def _first_stage(self):
-        if self.space != "latent":
-            return None
-        vq = self.__dict__.get("components_", {}).get("first_stage")
-        if vq is None:
-            raise ValueError(f"{type(self).__name__} (space='latent') runs on a first-stage autoencoder: pass "
-                             "components={'first_stage': <fitted vq-f4>} to fit() and load() (the runner does), "
-                             "or set space='pixel'")
-        vq.check_fitted()
-        return vq
 
     # -- networks ----------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, int, int]) -> None:
@@ -216,11 +202,7 @@ class EncDiff(AutoencodingDiffusion):
         if h != w:
             raise ValueError(f"{type(self).__name__}: images must be square, got {h}x{w}")
         self.input_shape = tuple(input_shape)
-        vq = self._first_stage()
-        if vq is not None and tuple(vq.input_shape) != self.input_shape:
-            raise ValueError(f"{type(self).__name__}: the first stage was trained on images of shape "
-                             f"{tuple(vq.input_shape)}, not {self.input_shape}")
-        self.diffusion_shape = tuple(vq.latent_shape) if vq is not None else self.input_shape
+        self.diffusion_shape = self._latent_shape(self.input_shape)
         self.schedule_ = make_schedule(self.schedule, self.timesteps)
         self.unet_ = CrossAttentionUNet(in_channels=self.diffusion_shape[0], out_channels=self.diffusion_shape[0],
                                         model_channels=self.base_channels, channel_mult=tuple(self.channel_mult),
@@ -233,17 +215,13 @@ class EncDiff(AutoencodingDiffusion):
         self.emas_ = {}
         self.latent_net_ = None
         self.latent_ema_ = None
-        if not hasattr(self, "scale_factor_"):
-            self.scale_factor_ = 1.0
 
     def _nets(self) -> dict[str, nn.Module]:
         return {"unet": self.unet_, "encoder": self.encoder_}
 
     def to(self, device: str | torch.device) -> "EncDiff":
         super().to(device)
-        vq = self._first_stage()
-        if vq is not None:
-            vq.to(self.device_)
+        self._move_first_stage()
         return self
 
     def _averaged(self) -> tuple[str, ...]:
@@ -252,38 +230,9 @@ class EncDiff(AutoencodingDiffusion):
     def _cond_dim(self) -> int | None:
         return None
 
-    # -- latent space ------------------------------------------------------------------
-    @torch.no_grad()
-    def _to_diffusion(self, img: torch.Tensor) -> torch.Tensor:
-        """Images in [−1, 1] → what the diffusion model runs on (scaled first-stage latents, or the images)."""
-        vq = self._first_stage()
-        if vq is None:
-            return img
-        return vq.latents((img.float() + 1) / 2).to(img.device) * self.scale_factor_
-
-    def _to_numpy_images(self, x0: torch.Tensor) -> np.ndarray:
-        vq = self._first_stage()
-        if vq is None:
-            return super()._to_numpy_images(x0)
-        return vq.decode_latents(x0.float() / self.scale_factor_).cpu().numpy().astype(np.float32)
-
-    def _x_T(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn((n, *self.diffusion_shape), generator=generator)
-
-    def _image_sampler(self) -> DDIMSampler | DDPMSampler:
-        sampler = super()._image_sampler()
-        if self._first_stage() is not None:  # latents are not bounded to [-1, 1]: LDM's DDIM does not clip x_0
-            sampler.clip_x0 = False
-        return sampler
-
     def setup_training(self, data, *, seed: int = 0, device: str | torch.device = "cpu") -> TrainState:
         state = super().setup_training(data, seed=seed, device=device)
-        vq = self._first_stage()
-        if vq is not None:  # scale_by_std: 1 / std of the first batch's latents (LDM on_train_batch_start)
-            vq.to(state.device)  # the reference's loader shuffles: its first batch is a random one, not pool[:B]
-            pick = torch.randperm(state.pool.shape[0], generator=torch.Generator().manual_seed(seed))[:self.batch_size]
-            z = vq.latents(state.pool[pick.to(state.pool.device)].float())
-            self.scale_factor_ = float(1.0 / z.flatten().std().clamp_min(1e-8))
+        self._scale_by_std(state, seed)
         return state
 
     # -- training ----------------------------------------------------------------------
@@ -356,8 +305,8 @@ class EncDiff(AutoencodingDiffusion):
         return self._render(z, self._x_T(len(x), generator), generator, self._denoiser)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "scale_factor": float(self.scale_factor_)}
+        return {**super().state_dict(), **self._latent_state()}
 
     def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
-        self.scale_factor_ = float(state.get("scale_factor", 1.0))
+        self._load_latent_state(state)
         super().load_state_dict(state, input_shape)
