@@ -7,6 +7,7 @@ Heavy modules (torch, the runner) are imported inside the commands that need the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bench run --dry-run | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # user-facing errors: one clear line, no traceback
         from bench.atomic import DiskFullError, disk_full, is_disk_full
         from bench.config import ConfigError

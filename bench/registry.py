@@ -89,6 +89,9 @@ class Registry:
         return entry
 
     def get(self, name: str) -> Entry:
+        if not isinstance(name, str):
+            raise UnknownNameError(f"a {self.kind} name must be a string, got {name!r}; "
+                                   f"registered: {', '.join(self.names())}")
         try:
             return self._entries[name]
         except KeyError:

@@ -123,3 +123,25 @@ def test_readme_using_it_says_to_activate_the_venv_first():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Using it", 1)[1].split("```bash", 1)[0]
     assert "source .venv/bin/activate" in section and ".venv/bin/bench" in section
+
+
+def test_a_closed_pipe_ends_a_listing_quietly():
+    """`bench run --dry-run | head -1` on a big grid: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dry-run", "--profile", "dlib-study-dsprites"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(Path(__file__).parents[1]))
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_registry_name_that_is_not_a_string_is_a_clear_error():
+    from bench import registry
+    from bench.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="must be a string, got None"):
+        registry.methods().get(None)
