@@ -46,6 +46,7 @@ import torch
 from bench import registry
 from bench import stages as stage_graph
 from bench.data.files import CorruptDatasetError, DatasetFilesMissing
+from bench.data.root import root_flag
 from bench.adapter import resolve_device
 from bench.config import ConfigError, Profile
 from bench.executors import slurm
@@ -102,7 +103,7 @@ def check_datasets(plan: Plan, todo: list) -> None:
             registry.datasets().create(name)
         except (DatasetFilesMissing, CorruptDatasetError) as exc:
             raise ConfigError(f"profiles.{plan.profile}: dataset {name!r} cannot be read: {exc}; nothing was run "
-                              f"(`bench data verify {name}` checks its files)") from None
+                              f"(`bench data verify {name}{root_flag()}` checks its files)") from None
 
 
 def run_profile(

@@ -294,3 +294,13 @@ def test_cli_download_of_an_unreachable_source_fails_cleanly(root, capsys, monke
     assert bench_data("download", "mnist", "--timeout", "2") == 1
     err = capsys.readouterr().err
     assert "could not download train-images-idx3-ubyte.gz" in err and str(Path(root) / "mnist") in err
+
+
+def test_the_download_hint_keeps_the_root_the_user_gave(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
+    elsewhere = tmp_path / "my data"
+    try:
+        assert bench_data("--root", str(elsewhere), "verify", "shapes3d") == 1
+    finally:
+        data_root_module.set_data_root(None)
+    assert f"`bench data download shapes3d --root '{elsewhere}'`" in capsys.readouterr().out  # quoted: a space

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.files import CorruptDatasetError, DatasetFilesMissing, content_md5, file_md5, is_gzip
-from bench.data.root import data_root, describe_root, set_data_root
+from bench.data.root import data_root, describe_root, root_flag, set_data_root
 from bench.data.sources import Source, get_source
 
 
@@ -138,11 +138,11 @@ def _download(name: str, timeout: float) -> int:
         return 0
     root = data_root()
     if source.status(root) == "present":
-        print(f"{name}: all files already present under {root} (run `bench data verify {name}` to check them)")
+        print(f"{name}: all files already present under {root} (run `bench data verify {name}{root_flag()}` to check them)")
         return 0
     print(f"downloading {source.title} into {root}")
     fetch_source(source, root, timeout=timeout)
-    print(f"{name}: done; run `bench data verify {name}` to check and summarise it")
+    print(f"{name}: done; run `bench data verify {name}{root_flag()}` to check and summarise it")
     return 0
 
 

@@ -18,6 +18,7 @@ uint8 caches go to ``<root>/cache`` (or, when the root is read-only, such as
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 ENV_VAR = "BENCH_DATA_ROOT"
@@ -80,3 +81,8 @@ def _writable(folder: Path) -> bool:
     except OSError:
         return False
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def root_flag() -> str:
+    """`` --root <root>`` when the root was set explicitly (so a suggested command keeps it), else ``""``."""
+    return f" --root {shlex.quote(str(_explicit))}" if _explicit is not None else ""

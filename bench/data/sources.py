@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data.files import DatasetFilesMissing
-from bench.data.root import describe_root
+from bench.data.root import describe_root, root_flag
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Source:
 
     def how_to_obtain(self) -> str:
         urls = [d.urls[0] for d in self.downloads]
-        lines = [f"get them with `bench data download {self.key}`"]
+        lines = [f"get them with `bench data download {self.key}{root_flag()}`"]
         if urls:
             lines.append("or download by hand from " + ", ".join(urls) + " and place them at the paths above")
         if self.notes:
