@@ -93,10 +93,11 @@ class Plan:
 
 def plan_metrics(data: Mapping[str, Any], metrics: Sequence[str] | None = None) -> Plan:
     """Resolve ``metrics`` (output names like ``dci_completeness`` or group names like ``dci``;
-    ``None``: everything the table allows) against the keys present in ``data``.
+    ``None``: everything the table allows) against the keys present in ``data``. A requested
+    metric the table cannot give goes to ``unavailable`` with its reason; the others are computed.
 
     Raises:
-        ValueError: an unknown name, or a requested metric the table cannot give.
+        ValueError: an unknown name, or no requested metric the table can give.
     """
     full_grid, grid_reason = covers_full_grid(data["factors"]) if "factors" in data else (False, "")
 
@@ -127,10 +128,11 @@ def plan_metrics(data: Mapping[str, Any], metrics: Sequence[str] | None = None) 
         why = reason(_GROUP_OF[out])
         if why is None:
             outputs.append(out)
-        elif explicit:
-            raise ValueError(f"{out} cannot be computed: {why}")
         else:
             unavailable[out] = why
+    if explicit and not outputs:  # every requested metric is impossible: nothing to report
+        name, why = next(iter(unavailable.items()))
+        raise ValueError(f"{name} cannot be computed: {why}")
     groups = tuple(dict.fromkeys(_GROUP_OF[o] for o in outputs))
     return Plan(groups, tuple(outputs), unavailable)
 
@@ -272,6 +274,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a metric option, as in bench.toml's metric_params (repeatable), e.g. "
                         "--param tad.variant=infodiffusion --param factorvae.num_train=500; "
                         "VALUE is read as a TOML value (a bare word is a string)")
+    p.add_argument("--num-train", type=int, default=10000, metavar="N",
+                   help="rows of the factor metrics' training table (default: 10000; 2/3 of a smaller table)")
+    p.add_argument("--num-test", type=int, default=5000, metavar="N",
+                   help="rows of the factor metrics' test table (default: 5000; the rest of a smaller table)")
     return p
 
 
@@ -314,12 +320,30 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         except tomllib.TOMLDecodeError:
             value = raw.strip()
         out.setdefault(metric, {})[key.strip()] = value
+    settable = _settable_params()
     for metric, params in out.items():
         try:
             check_metric_params(metric, params, f"--param {metric}")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        accepted = settable.get(metric)
+        for key in params:
+            if key == "representation":
+                raise ValueError(f"--param {metric}.representation: a codes table has one representation (the codes "
+                                 "in the file); sampled codes need the model's encoder (bench run)")
+            if accepted is not None and key not in accepted:
+                shared = " (the tables' sizes are --num-train / --num-test)" if key in ("num_train", "num_test") else ""
+                raise ValueError(f"--param {metric}.{key}: bench score cannot set {key!r} for {metric} on a codes "
+                                 f"table{shared}; it accepts: {', '.join(accepted) or 'no options'}")
     return out
+
+
+def _settable_params() -> dict[str, tuple[str, ...]]:
+    """What ``--param`` can set per factor-metric group on a codes table (the suite's options; the tables'
+    sizes are the command's own); the attribute and label metrics take their registered options."""
+    from bench.metrics import suite  # local: only --param needs the tables; keeps sklearn out of `bench` start-up
+
+    return {**suite.TABLE_METRIC_PARAMS, **suite.SAMPLING_METRIC_PARAMS, **suite.OPT_IN_TABLE_METRIC_PARAMS}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -328,6 +352,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"--seed {args.seed}: out of range; expected an integer in [0, 2**32) (numpy's random state)")
     params = parse_params(getattr(args, "param", []))  # a bad option fails before the file is read
+    num_train, num_test = getattr(args, "num_train", 10000), getattr(args, "num_test", 5000)
+    if num_train < 2 or num_test < 1:
+        raise ValueError(f"--num-train {num_train} / --num-test {num_test}: expected at least 2 training and 1 test row")
     data = load_codes_file(args.codes)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     plan = plan_metrics(data, metrics)
@@ -336,7 +363,11 @@ def run(args: argparse.Namespace) -> int:
     if not plan.outputs:
         raise ValueError(f"{data['source']}: nothing to score")
     reasons: dict[str, str] = {}
-    results = score_codes(data, metrics, args.seed, params=params, reasons=reasons)
+    results = score_codes(data, metrics, args.seed, params=params, reasons=reasons, num_train=num_train,
+                          num_test=num_test)
+    if metrics is not None:  # a requested metric the table cannot give keeps its row, with the reason
+        for name, why in plan.unavailable.items():
+            results[name], reasons[name] = float("nan"), why
     if args.json:
         for name, why in reasons.items():
             print(f"bench score: {name}: not computed: {why}", file=sys.stderr)

@@ -211,3 +211,35 @@ def test_param_option_sets_a_metric_variant_and_sample_sizes(tmp_path, capsys):
         parse_params(["factorvae.num_trian=5"])
     with pytest.raises(ValueError, match="must be int"):
         parse_params(["factorvae.num_train=many"])
+
+
+def test_options_score_cannot_set_are_refused_before_the_file_is_read(tmp_path):
+    missing = tmp_path / "never-read.npz"
+    for item, message in [("dci.num_train=100", "cannot set 'num_train' for dci.*--num-train"),
+                          ("mig.representation=sampled", "one representation")]:
+        with pytest.raises(ValueError, match=message):
+            run(_cli(["score", str(missing), "--param", item]))
+    with pytest.raises(ValueError, match="--num-train 1"):
+        run(_cli(["score", str(missing), "--num-train", "1"]))
+
+
+def test_table_sizes_are_set_on_the_command_line(tmp_path, tiny_data, capsys):
+    _, table = _grid_table(tiny_data)
+    partial = {k: np.concatenate([v[1:]] * 10) for k, v in table.items()}  # not the full grid: a random split
+    path = _save(tmp_path, **partial)
+    run(_cli(["score", str(path), "--metrics", "mig", "--json", "--num-train", "40", "--num-test", "20"]))
+    small = json.loads(capsys.readouterr().out)
+    direct = score_codes(load_codes_file(path), ["mig"], 0, num_train=40, num_test=20)
+    assert small == direct and small != score_codes(load_codes_file(path), ["mig"], 0)
+
+
+def test_a_requested_metric_the_table_cannot_give_keeps_its_row_and_the_others_are_computed(tmp_path, tiny_data,
+                                                                                             capsys):
+    _, table = _grid_table(tiny_data)
+    partial = {k: np.concatenate([v[1:]] * 10) for k, v in table.items()}
+    path = _save(tmp_path, **partial)
+    assert run(_cli(["score", str(path), "--metrics", "factorvae,mig", "--json"])) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["factorvae"] is None and np.isfinite(out["mig"])
+    assert "factorvae: not computed: needs observations with a factor held fixed" in captured.err
