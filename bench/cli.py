@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     for key, what in (("methods", "method names"), ("datasets", "dataset names"), ("seeds", "seeds")):
         run.add_argument(f"--{key}", default=None, help=f"run only these of the profile's {key} (comma-separated {what})")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                     help="set a key of the profile for this run (repeatable): a dotted path into the profile and a "
+                          "TOML value, checked like the file, e.g. --set overrides.vae.lr=1e-3 "
+                          "--set 'overrides.\"*\".steps=100' --set metric_params.dci.num_train=1000")
 
     st = sub.add_parser("status", help="done / running / failed / pending stages of a grid (reads the store only)")
     st.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
@@ -132,7 +136,7 @@ def _cmd_ls(args) -> int:
 def _cmd_run(args) -> int:
     from bench.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, sets=args.sets, profile=args.profile)
     profile = _narrowed(config.profile(args.profile), args)
     if config.data_root is not None:
         from bench.data.root import set_data_root

@@ -49,6 +49,7 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -170,8 +171,13 @@ class Config:
         return (self.path.parent / profile.results).resolve()
 
 
-def load_config(path: str | Path = "bench.toml") -> Config:
-    """Parse and validate ``path``; raise :class:`ConfigError` on the first problem."""
+def load_config(path: str | Path = "bench.toml", *, sets: list[str] | None = None, profile: str | None = None) -> Config:
+    """Parse and validate ``path``; raise :class:`ConfigError` on the first problem.
+
+    ``sets``: ``KEY=VALUE`` items (``bench run --set``), each a dotted path into the profile
+    ``profile`` (default: the file's default profile) and a TOML value (a bare word is a
+    string), applied before validation, so they are checked exactly as the file is.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: configuration file not found (expected a bench.toml; see README)")
@@ -179,7 +185,41 @@ def load_config(path: str | Path = "bench.toml") -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if sets:
+        apply_sets(raw, sets, profile)
     return parse_config(raw, path)
+
+
+def apply_sets(raw: dict[str, Any], sets: list[str], profile: str | None) -> None:
+    """Merge ``--set KEY=VALUE`` items into ``raw['profiles'][profile]`` (see :func:`load_config`)."""
+    profiles = raw.get("profiles") or {}
+    name = profile or raw.get("default_profile") or next(iter(profiles), None)
+    if name not in profiles:
+        raise ConfigError(f"--set: no profile {name!r} to set keys in{did_you_mean(str(name), list(profiles))}")
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, a dotted path into the profile, "
+                              "e.g. --set overrides.vae.lr=1e-3 or --set 'overrides.\"*\".steps=100'")
+        try:
+            table = tomllib.loads(f"{key.strip()} = {value.strip()}")
+        except tomllib.TOMLDecodeError:
+            try:  # a bare word: a string
+                table = tomllib.loads(f"{key.strip()} = {json.dumps(value.strip())}")
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"--set {item!r}: {key.strip()!r} is not a dotted key path ({exc})") from None
+        _merge(profiles[name], table, f"profiles.{name}", item)
+
+
+def _merge(target: dict[str, Any], new: dict[str, Any], where: str, item: str) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict):
+            sub = target.setdefault(key, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"--set {item!r}: {where}.{key} is a value ({sub!r}), not a table")
+            _merge(sub, value, f"{where}.{key}", item)
+        else:
+            target[key] = value
 
 
 def parse_config(raw: dict[str, Any], path: Path) -> Config:

@@ -114,3 +114,25 @@ def test_unknown_profile_suggests(tmp_path):
     config = load_config(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="did you mean 'smoke'"):
         config.profile("smoek")
+
+
+def test_set_items_edit_the_profile_and_are_checked_like_the_file(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from bench.config import ConfigError, load_config
+
+    path = tmp_path / "bench.toml"
+    shutil.copy(Path(__file__).parents[1] / "bench.toml", path)
+    base = load_config(path).profile("smoke")
+    edited = load_config(path, sets=['overrides.vae.lr=0.0005', 'overrides."*".steps=7', "seeds=[3]",
+                                     "metric_params.dci.num_train=123"], profile="smoke").profile("smoke")
+    assert edited.seeds == [3] and base.seeds != [3]
+    assert edited.overrides["vae"]["lr"] == 0.0005 and edited.overrides["*"]["steps"] == 7
+    assert edited.metric_params["dci"]["num_train"] == 123
+    with pytest.raises(ConfigError, match=r"overrides\.vae\.lrr.*did you mean 'lr'"):
+        load_config(path, sets=["overrides.vae.lrr=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, sets=["seeds"])
+    with pytest.raises(ConfigError, match="not a table"):
+        load_config(path, sets=["description.x=1"])
