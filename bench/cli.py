@@ -137,7 +137,8 @@ def _cmd_run(args) -> int:
     from bench.config import load_config
 
     config = load_config(args.config, sets=args.sets, profile=args.profile)
-    profile = _narrowed(config.profile(args.profile), args)
+    grid = config.profile(args.profile)
+    profile = _narrowed(grid, args)
     if config.data_root is not None:
         from bench.data.root import set_data_root
 
@@ -164,7 +165,7 @@ def _cmd_run(args) -> int:
 
     summary = run_profile(profile, results_dir, shard=args.shard, device=args.device, progress=not args.no_progress,
                           jobs=args.jobs, threads=args.threads, executor=args.executor, wait=args.wait,
-                          config_path=args.config)
+                          config_path=args.config, grid=grid if profile is not grid else None)
     if args.executor == "slurm" and not args.wait:
         return 0
     print(f"stages: {summary.stages} planned, {summary.skipped} already done, {summary.ran} run "

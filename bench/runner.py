@@ -119,6 +119,7 @@ def run_profile(
     executor: str = "inline",
     wait: bool = True,
     config_path: str = "bench.toml",
+    grid: Profile | None = None,
 ) -> RunSummary:
     """Run (or resume) every stage of ``profile`` in this shard, then rebuild results.csv and the report.
 
@@ -130,14 +131,19 @@ def run_profile(
     ``executor``: ``"inline"`` (this process, or ``jobs`` local worker processes), or
     ``"slurm"`` / ``"local"`` / ``"debug"`` through submitit (:mod:`bench.executors`); with
     ``"slurm"`` and ``wait=False`` it returns once the jobs are submitted.
+
+    ``grid``: the whole profile when ``profile`` is a narrowed part of it (``bench run
+    --methods ...``): only ``profile``'s stages run, but the plan file, ``results.csv`` and the
+    report keep describing the whole grid.
     """
     results_dir = Path(results_dir)
     dev = check_device(device or profile.device, profile, device is not None)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     check_writable(results_dir)
     plan = stage_graph.plan(profile, shard=shard)
+    whole = plan if grid is None else stage_graph.plan(grid, shard=shard)
     store = Store(results_dir)
-    write_json_atomic(plan.to_json(), results_dir / "plan" / f"{profile.name}.json")
+    write_json_atomic(whole.to_json(), results_dir / "plan" / f"{profile.name}.json")
     context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev,
                "threads": threads, "run": uuid.uuid4().hex[:12], "run_started": time.time()}
     adopt_legacy(plan, store, context)
@@ -156,7 +162,7 @@ def run_profile(
         ran, fitted, failed = run_inline(plan, store, context, threads, progress)
     else:
         ran, fitted, failed = run_local_workers(profile, results_dir, shard, dev, context, jobs, progress, plan)
-    results_csv = collect_results(plan, store)
+    results_csv = collect_results(whole, store)
     if report:
         regenerate(results_dir)
     return RunSummary(len(plan.stages), before, ran, fitted, failed, results_csv, plan.role_counts(), job_ids)

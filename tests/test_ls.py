@@ -83,3 +83,37 @@ def test_report_takes_config_and_profile(tmp_path, capsys):
     (tmp_path / "elsewhere" / "results.csv").write_text(",".join(COLUMNS) + "\n")  # an empty table
     assert main(["report", "--config", str(config), "--profile", "p"]) == 0
     assert (tmp_path / "elsewhere" / "index.html").is_file() and str(tmp_path / "elsewhere") in capsys.readouterr().out
+
+
+def test_narrowed_runs_keep_the_whole_grid_in_the_plan_and_the_results(tmp_path):
+    """`bench run --methods ae` then `--methods vae`: results.csv holds both methods' rows and the plan
+    file the whole grid (a narrowed run must not shrink the profile's table to its own part)."""
+    import json
+
+    import pandas as pd
+
+    import tests.plugin_stages  # noqa: F401  (tiny-bars)
+
+    config = tmp_path / "bench.toml"
+    config.write_text(textwrap.dedent(f"""
+        [profiles.two]
+        methods = ["ae", "vae"]
+        datasets = ["tiny-bars"]
+        seeds = [0]
+        preset = "tiny"
+        metrics = ["reconstruction"]
+        device = "cpu"
+        results = "{tmp_path / 'res'}"
+        [profiles.two.overrides."*"]
+        steps = 4
+        batch_size = 8
+        log_every = 2
+        [profiles.two.metric_params.reconstruction]
+        num_samples = 8
+    """))
+    for method in ("ae", "vae"):
+        assert main(["run", "--config", str(config), "--methods", method, "--no-progress"]) == 0
+    rows = pd.read_csv(tmp_path / "res" / "results.csv")
+    assert set(rows["method"]) == {"ae", "vae"}
+    plan = json.loads((tmp_path / "res" / "plan" / "two.json").read_text())
+    assert {s["label"].split("/")[0] for s in plan["stages"] if s["kind"] == "model"} == {"ae", "vae"}
