@@ -86,7 +86,9 @@ def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame, overall: p
     """
     site = results_dir / "site"
     site.mkdir(parents=True, exist_ok=True)
-    status = collect(results_dir)
+    profiles = sorted({str(p) for p in rows["profile"].dropna()}) if "profile" in rows else []
+    one = profiles[0] if len(profiles) == 1 and (results_dir / "plan" / f"{profiles[0]}.json").is_file() else None
+    status = collect(results_dir, one, planned_only=True)  # the grid(s) this page is for, not the whole store
     parts = [_status_section(status), _leaderboard_section(board, rows),
              _aggregates_section(board, overall, improvement), _models_section(rows, results_dir, site),
              _plots_section(results_dir)]
@@ -95,7 +97,7 @@ def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame, overall: p
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'><title>bench results</title>"
         f"<style>{_STYLE}</style></head><body><header><h1>bench results</h1>"
-        f"<p>{html.escape(results_dir.name)} · {len(rows)} result rows · generated {stamp}</p>"
+        f"<p>{html.escape(results_dir.name)} · {_grid_line(rows, profiles)} · generated {stamp}</p>"
         f"<p class=prov>{_provenance(rows)}</p>"
         "<nav><a href='#status'>grid status</a><a href='#leaderboard'>leaderboard</a><a href='#aggregates'>intervals</a>"
         "<a href='#models'>methods</a><a href='#plots'>plots</a></nav></header><main>"
@@ -106,6 +108,16 @@ def build(results_dir: Path, rows: pd.DataFrame, board: pd.DataFrame, overall: p
     tmp.write_text(page)
     tmp.replace(path)
     return path
+
+
+def _grid_line(rows: pd.DataFrame, profiles: list[str]) -> str:
+    """What the page holds, in a researcher's units: profile, models (settings × seeds), datasets, methods."""
+    def count(col: str) -> int:
+        return rows[col].dropna().nunique() if col in rows else 0
+
+    parts = [f"profile {html.escape(', '.join(profiles))}" if profiles else "",
+             f"{count('method')} methods", f"{count('dataset')} datasets", f"{count('model_id')} models"]
+    return " · ".join(p for p in parts if p)
 
 
 def _esc(value) -> str:

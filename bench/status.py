@@ -38,8 +38,9 @@ def results_of_profile(config: Path, profile: str | None) -> tuple[Path, str]:
     return (config.parent / body.get("results", "results")).resolve(), name
 
 
-def collect(results: Path, profile: str | None = None) -> dict[str, Any]:
-    """Counts and details per role; ``profile`` restricts to the stages of that profile's plan."""
+def collect(results: Path, profile: str | None = None, *, planned_only: bool = False) -> dict[str, Any]:
+    """Counts and details per role; ``profile`` restricts to the stages of that profile's plan,
+    ``planned_only`` to the stages of the recorded plans (not every folder of the store)."""
     plans = [results / "plan" / f"{profile}.json"] if profile else sorted((results / "plan").glob("*.json"))
     known: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, id) -> (role, label)
     deps: dict[tuple[str, str], list[str]] = {}  # (kind, id) -> the model stages it is made from (plans record them)
@@ -54,7 +55,7 @@ def collect(results: Path, profile: str | None = None) -> dict[str, Any]:
             known[(s["kind"], s["id"])] = (s.get("role", s["kind"]), s.get("label", s["id"]))
             if isinstance(s.get("deps"), list):
                 deps[(s["kind"], s["id"])] = [str(d) for d in s["deps"]]
-    if not profile:
+    if not profile and not planned_only:
         for kind in KINDS:
             try:
                 entries = os.scandir(results / "stages" / kind)

@@ -136,3 +136,24 @@ def test_the_page_says_where_the_numbers_come_from_and_keeps_diagnostics_apart(s
     assert best
     diagnostics = browser.find_element(By.CSS_SELECTOR, "table.diagnostics[data-dataset='tiny-bars']")
     assert "final_loss" in [th.get_attribute("data-metric") for th in diagnostics.find_elements(By.CSS_SELECTOR, "thead th")]
+
+
+def test_the_page_counts_the_profiles_stages_not_the_whole_store(site):
+    """A stage folder of another grid in the same store is not in this page's status (as `bench status
+    --profile` would count it), and the header counts models, not rows."""
+    from bench.report import regenerate
+
+    stray = site / "stages" / "model" / "0123456789abcdef"
+    stray.mkdir(parents=True)
+    (stray / "done.json").write_text("{}")
+    try:
+        regenerate(site)
+        page = (site / "index.html").read_text()
+    finally:
+        shutil.rmtree(stray)
+        regenerate(site)
+    from bench.status import collect
+
+    expected = collect(site, "t")["roles"]["model"]["done"]
+    assert f"<td>{expected}</td>" in page.split("id=status")[1].split("</table>")[0]
+    assert "0123456789abcdef" not in page and "result rows" not in page and "4 models" in page
