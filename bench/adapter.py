@@ -56,7 +56,9 @@ class Component:
     * ``method``: the registered method name of the component;
     * ``params``: its hyperparameters over its preset — a dict, or a function of the
       dependant's hyperparameters returning one (e.g. the DPM's width from the dependant's);
-    * ``preset``: the component's preset (default: the profile's preset);
+    * ``preset``: the component's preset: a name, or a dict from the dependant's preset to the
+      component's (DisDiff's ``paper-pixel`` trains the ``ddpm`` preset ``paper``); default and
+      for a preset the dict does not name: the dependant's preset;
     * ``share``: ``"dataset"`` — one component per dataset, trained with seed 0, shared by
       every seed of every dependant that asks for the same one; ``"seed"`` — one per seed;
     * ``when``: a function of the dependant's hyperparameters saying whether it needs the
@@ -65,7 +67,7 @@ class Component:
 
     method: str
     params: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] = field(default_factory=dict)
-    preset: str | None = None
+    preset: str | dict[str, str] | None = None
     share: str = "dataset"
     when: Callable[[dict[str, Any]], bool] | None = None
 
@@ -75,6 +77,12 @@ class Component:
     def __post_init__(self) -> None:
         if self.share not in SHARES:
             raise ValueError(f"Component({self.method!r}): share must be one of {SHARES}, got {self.share!r}")
+
+    def preset_for(self, dependant_preset: str) -> str:
+        """The component's preset when the dependant is trained with ``dependant_preset``."""
+        if isinstance(self.preset, dict):
+            return self.preset.get(dependant_preset, dependant_preset)
+        return self.preset or dependant_preset
 
     def params_for(self, dependant_params: dict[str, Any]) -> dict[str, Any]:
         return dict(self.params(dependant_params) if callable(self.params) else self.params)

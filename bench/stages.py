@@ -231,7 +231,7 @@ def plan(profile: Profile, *, shard: tuple[int, int] = (0, 1)) -> Plan:
             if not spec.needed(params):
                 continue
             ccls = registry.methods().load(spec.method)
-            cpreset = spec.preset or preset
+            cpreset = spec.preset_for(preset)
             if cpreset not in ccls.presets:
                 raise ConfigError(f"{where}: component {name!r} of {method!r} is method {spec.method!r}, "
                                   f"which has no preset {cpreset!r} (it has {', '.join(ccls.presets)})")

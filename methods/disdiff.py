@@ -34,12 +34,27 @@ decoder has its own dropout 0 and 8 attention heads (the reference's shift UNet 
 the frozen DPM's. The frozen DPM holds the DPM component's EMA weights (the reference's
 ``load_ema_ckpt`` loads the live ones; a ``ddpm`` checkpoint here keeps only its EMA weights).
 
-Presets: ``paper`` is the pixel-space variant on the shared DPM of PDAE's ``paper`` preset
-(DiffAE's 64 px DDPM), dis_weight 0.05 (bench.toml's ``disdiff-paper-mpi3d`` profile sets
-the MPI3D config's 0.01). The paper's main setting
-runs on the latent space of a VQ-f4 autoencoder, which this harness does not have yet
-(latent diffusion is its own issue), so the latent variant is not offered. ``tiny`` is
-for CPU tests.
+**Latent space** (``space = "latent"``, the paper's main setting and the default): the frozen
+DPM is the ``ldm`` component (:mod:`methods.ldm`: LDM's UNet on the scaled latents of a
+``vq-f4`` first stage, trained once per dataset and shared by every DisDiff cell and seed that
+asks for the same one; its first stage is the one EncDiff cells on the dataset share too), and
+the shift decoder is DisDiff's on that UNet (:class:`bench.diffusion.ldm_shift.LDMShiftDecoder`,
+``openaimodel_shift.py``). The encoder still reads the *images*; the disentangling loss decodes
+x̂_0 and x̂_0^c through the first stage's decoder without quantisation (``force_not_quantize``,
+the reference's ``detach_flag = False``), differentiably, before re-encoding them, and w_b is
+the mean squared difference of the two *latents* (``dis_loss_type = "Z"``). The scale factor
+is the latent DPM's (the reference reads ``scale_factor`` from the LDM checkpoint). Decoded
+latents are quantised then decoded (LDM's ``decode_first_stage``); DDIM in latent space does
+not clip x̂_0. Parameter counts equal the reference's Shapes3D configuration: frozen UNet
+29,422,467; trained 24,255,171 = shift decoder with code and part embeddings 22,738,691 +
+Encoder4 1,516,480 (``benchmarks/reference_counts.py``, ``benchmarks/disdiff_latent_equivalence.py``).
+
+Presets: ``paper`` is the shipped latent configuration (``configs/latent-diffusion/*-vq-4-16-dis.yaml``
+on the latent DPM of ``*-vq-4-16.yaml``; dis_weight 0.05, bench.toml's ``disdiff-paper-mpi3d``
+sets the MPI3D config's 0.01; the latent DPM's 200,000 steps are this harness's choice, the
+configs train until stopped). ``paper-pixel`` is the pixel-space variant on the shared
+``ddpm`` component of PDAE's ``paper`` preset (DiffAE's 64 px DDPM). ``tiny`` (latent, on the
+tiny VQ) and ``tiny-pixel`` are for CPU tests.
 """
 
 from __future__ import annotations
@@ -51,16 +66,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.adapter import Component
 from bench.diffusion.encoders import DisDiffEncoder
+from bench.diffusion.ldm_shift import LDMShiftDecoder
 from bench.diffusion.samplers import predict_x0, q_sample
 from bench.diffusion.unet import ShiftDecoder
 from methods.diffusion_training import TrainState
-from methods.pdae import PDAE, PDAE_DEFAULTS, PDAE_RANGES, TINY_PDAE
+from methods.latent_space import LatentSpace, first_stage_needed
+from methods.ldm import LDM_KEYS, TINY_LDM
+from methods.pdae import DPM_KEYS, DPM_TRAINING, PDAE, PDAE_DEFAULTS, PDAE_RANGES, TINY_PDAE, dpm_params
 
 _PDAE_ONLY = ("latent_dim", "enc_channels", "enc_attention_resolutions", "enc_num_heads", "weight_gamma")
 
+SPACES = ("latent", "pixel")
+
+#: the pixel-space variant's frozen DPM: PDAE's (its architecture, schedule and stage-1 training)
+PIXEL_DPM: dict[str, Any] = {"space": "pixel", **{k: PDAE_DEFAULTS[k] for k in DPM_KEYS},
+                             **{f"dpm_{k}": PDAE_DEFAULTS[f"dpm_{k}"] for k in DPM_TRAINING}}
+
 DISDIFF_DEFAULTS: dict[str, Any] = {
     **{k: v for k, v in PDAE_DEFAULTS.items() if k not in _PDAE_ONLY},
+    "space": "latent",
+    # the frozen latent DPM (configs/latent-diffusion/*-vq-4-16.yaml: LDM's openaimodel UNet)
+    "base_channels": 64,
+    "channel_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attention_resolutions": [16, 8, 4],
+    "num_heads": 8,
+    "dropout": 0.0,
+    "schedule": "ldm-linear",
+    "timesteps": 1000,
+    "dpm_steps": 200_000,
+    "dpm_batch_size": 128,
+    "dpm_lr": 2.56e-4,
+    "dpm_weight_decay": 0.01,
+    "dpm_ema_decay": 0.9999,
+    "dpm_grad_clip": 0.0,
+    # DisDiff
     "num_units": 6,
     "unit_dim": 32,
     "enc_width": 128,
@@ -76,18 +118,34 @@ DISDIFF_DEFAULTS: dict[str, Any] = {
     "stop_percent": 0.0,
 }
 
-DISDIFF_RANGES = {**PDAE_RANGES, "num_units": ">= 1", "unit_dim": ">= 1", "enc_width": ">= 1",
+DISDIFF_RANGES = {**PDAE_RANGES, "space": SPACES, "num_units": ">= 1", "unit_dim": ">= 1", "enc_width": ">= 1",
                   "shift_dropout": "[0, 1)", "shift_num_heads": ">= 1",
                   "l_simple_weight": ">= 0", "dis_weight": ">= 0"}
 
+_TINY_UNITS: dict[str, Any] = {"num_units": 3, "unit_dim": 4, "enc_width": 16, "warmup_steps": 0, "weight_decay": 0.01}
+#: CPU tests in pixel space: PDAE's tiny DPM
+TINY_DISDIFF_PIXEL: dict[str, Any] = {
+    **PIXEL_DPM,
+    **{k: v for k, v in TINY_PDAE.items() if k not in _PDAE_ONLY},
+    **_TINY_UNITS,
+}
+#: CPU tests in latent space: the tiny latent DPM on the tiny VQ (LDM's GroupNorm needs 32-channel multiples)
 TINY_DISDIFF: dict[str, Any] = {
     **{k: v for k, v in TINY_PDAE.items() if k not in _PDAE_ONLY},
-    "num_units": 3,
-    "unit_dim": 4,
-    "enc_width": 16,
-    "warmup_steps": 0,
-    "weight_decay": 0.01,
+    **{k: TINY_LDM[k] for k in LDM_KEYS if k in TINY_LDM},
+    "dropout": 0.0,
+    **_TINY_UNITS,
 }
+
+
+def in_pixel_space(params: dict[str, Any]) -> bool:
+    return not first_stage_needed(params)
+
+
+def ldm_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``ldm`` component's hyperparameters for a latent DisDiff cell with ``params`` (as :func:`dpm_params`)."""
+    return {**{k: params[k] for k in LDM_KEYS}, **{k: params[f"dpm_{k}"] for k in DPM_TRAINING},
+            "cpu_native_conv": params["cpu_native_conv"], "hflip": params["hflip"]}
 
 
 class PartEmbedding(nn.Module):
@@ -105,17 +163,25 @@ class PartEmbedding(nn.Module):
         return self.proj(rotation[:units])
 
 
-class DisDiff(PDAE):
+class DisDiff(LatentSpace, PDAE):
     """PDAE with N latent units, one gradient field each, and the disentangling loss (module docstring)."""
 
     defaults: ClassVar[dict[str, Any]] = dict(DISDIFF_DEFAULTS)
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DISDIFF), "paper": {}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DISDIFF), "tiny-pixel": dict(TINY_DISDIFF_PIXEL),
+                                                    "paper": {}, "paper-pixel": dict(PIXEL_DPM)}
     ranges = DISDIFF_RANGES
+    choices = {**PDAE.choices, "space": SPACES}
     capabilities = frozenset({"sample", "decode", "reconstruct", "latent_units"})
+    components = {
+        "dpm": Component("ddpm", params=dpm_params, when=in_pixel_space,
+                         preset={"paper-pixel": "paper", "tiny-pixel": "tiny"}),
+        "ldm": Component("ldm", params=ldm_params, when=first_stage_needed),
+    }
     ema_warmup = True  # LitEma's warm-up (the reference's LatentDiffusion)
     warmup_start = 1e-6  # LambdaLinearScheduler's f_start in the shipped configs
     # 2: PDAE's reference DDIM chains, the shift decoder's own dropout 0 and 8 heads, LitEma's warm-up
-    version = "2"
+    # 3: latent space (the default) on the ``ldm`` component; pixel space is ``space = "pixel"``
+    version = "3"
 
     @property
     def latent_dim(self) -> int:
@@ -130,7 +196,23 @@ class DisDiff(PDAE):
     def latent_unit_dim(self) -> int:
         return int(self._params["unit_dim"])
 
+    # -- the frozen DPM and the first stage ----------------------------------------------
+    def _dpm_component(self) -> tuple[str, tuple[str, ...]]:
+        return ("ldm", LDM_KEYS) if self._in_latent_space() else ("dpm", DPM_KEYS)
+
+    def _first_stage(self):
+        """The latent DPM's ``vq-f4`` (None in pixel space): the first stage its latents come from."""
+        if not self._in_latent_space():
+            return None
+        return self._frozen_dpm()._first_stage()
+
     # -- networks ----------------------------------------------------------------------
+    def _build(self, input_shape: tuple[int, int, int]) -> None:
+        super()._build(input_shape)
+        self.diffusion_shape = self._latent_shape(self.input_shape)
+        if self._in_latent_space():  # the latent DPM's scale (the reference reads it from the LDM checkpoint)
+            self.scale_factor_ = float(self._frozen_dpm().scale_factor_)
+
     def _build_stage2(self, input_shape: tuple[int, int, int]) -> None:
         c, h, _ = input_shape
         time_dim = self.unet_.arch["time_dim"]
@@ -138,9 +220,13 @@ class DisDiff(PDAE):
             raise ValueError(f"DisDiff: num_units={self.num_units} exceeds the {time_dim // 2} orthogonal part "
                              f"embeddings of a time embedding of width {time_dim}")
         self.encoder_ = DisDiffEncoder(in_channels=c, image_size=h, out_dim=self.latent_dim, channels=self.enc_width)
-        self.shift_ = ShiftDecoder(self.unet_, self.unit_dim, dropout=self.shift_dropout, num_heads=self.shift_num_heads)
+        shift = LDMShiftDecoder if self._in_latent_space() else ShiftDecoder
+        self.shift_ = shift(self.unet_, self.unit_dim, dropout=self.shift_dropout, num_heads=self.shift_num_heads)
         self.part_ = PartEmbedding(time_dim)
         self.frozen_encoder_ = copy.deepcopy(self.encoder_).eval().requires_grad_(False)
+        vq = self._first_stage()
+        # a private frozen copy of the first stage: the disentangling loss backpropagates through its decoder
+        self.first_stage_ = None if vq is None else copy.deepcopy(vq.ae_).eval().requires_grad_(False)
 
     def _nets(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder_, "shift": self.shift_, "part": self.part_}
@@ -148,10 +234,26 @@ class DisDiff(PDAE):
     def _averaged(self) -> tuple[str, ...]:
         return ("shift", "part")
 
+    def fit(self, data, *, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+            components: dict[str, Any] | None = None) -> "DisDiff":
+        """Train on the frozen DPM: ``components={"ldm": <fitted ldm>}`` in latent space, ``{"dpm": <fitted ddpm>}``
+        in pixel space (the runner passes them)."""
+        return super().fit(data, seed=seed, device=device, progress=progress, components=components)
+
     def to(self, device: str | torch.device) -> "DisDiff":
         super().to(device)
         self.frozen_encoder_.to(self.device_)
+        if self.first_stage_ is not None:
+            self.first_stage_.to(self.device_)
+            self._move_first_stage()
         return self
+
+    def _to_images(self, x0: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads for a predicted x̂_0: the image itself, or (latent space) the first stage's
+        decoding of the latent without quantisation, in [−1, 1], differentiable (``differentiable_decode_first_stage``)."""
+        if self.first_stage_ is None:
+            return x0
+        return self.first_stage_.decode_latent(x0 / self.scale_factor_, quantize=False)
 
     # -- the unit gradient fields ------------------------------------------------------
     def _unit_gradients(self, h, skips, time_emb: torch.Tensor, z: torch.Tensor, *, evaluation: bool) -> torch.Tensor:
@@ -168,14 +270,21 @@ class DisDiff(PDAE):
 
     # -- training ----------------------------------------------------------------------
     def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
-        batch = super()._draw(state)
-        batch["unit"] = torch.randint(0, self.num_units, (self.batch_size,), generator=state.generator, device=state.device)
+        gen, dev, B = state.generator, state.device, self.batch_size
+        if self.first_stage_ is None:
+            batch = super()._draw(state)
+        else:  # the encoder reads the images, the diffusion runs on their latents
+            img = self._draw_images(state)
+            x0 = self._to_diffusion(img)
+            t = torch.randint(0, self.timesteps, (B,), generator=gen, device=dev)
+            batch = {"img": img, "x0": x0, "t": t, "noise": torch.randn(x0.shape, generator=gen, device=dev)}
+        batch["unit"] = torch.randint(0, self.num_units, (B,), generator=gen, device=dev)
         return batch
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-item ``shift`` (the PDAE-form ε objective) and ``dis`` (the weighted disentangling loss)."""
         x0, t, noise, unit = batch["x0"], batch["t"], batch["noise"], batch["unit"]
-        z = self.encoder_(x0).float()
+        z = self.encoder_(batch.get("img", x0)).float()
         x_t = q_sample(self.schedule_, x0, noise, t)
         eps, h, skips, temb = self._frozen_pass(x_t, t)
         grads = self._unit_gradients(h, skips, temb, z, evaluation=False)
@@ -196,16 +305,24 @@ class DisDiff(PDAE):
         x0_unit = predict_x0(self.schedule_, x_t, eps - s * chosen, t)  # ε − √(1 − ᾱ_t) G_c (``ddim_coef``)
         B = z.shape[0]
         with torch.no_grad():
-            z_hat = self.frozen_encoder_(x0_hat).float().reshape(B, self.num_units, self.unit_dim)
-        z_unit = self.frozen_encoder_(x0_unit).float().reshape(B, self.num_units, self.unit_dim)
+            z_hat = self.frozen_encoder_(self._to_images(x0_hat)).float().reshape(B, self.num_units, self.unit_dim)
+        z_unit = self.frozen_encoder_(self._to_images(x0_unit)).float().reshape(B, self.num_units, self.unit_dim)
         z_ref = z.detach().reshape(B, self.num_units, self.unit_dim)
         variant = (z_hat - z_ref).norm(dim=-1) - (z_unit - z_ref).norm(dim=-1)
         invariant = (z_hat - z_unit).norm(dim=-1)
         ce = F.cross_entropy(variant, unit, reduction="none") + F.cross_entropy(invariant, unit, reduction="none")
-        weight = (x0_hat - x0_unit.detach()).pow(2).flatten(1).mean(1)
+        weight = (x0_hat - x0_unit.detach()).pow(2).flatten(1).mean(1)  # of the latents in latent space ("Z")
         return weight * self.dis_weight * ce
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         terms = self.loss_terms(batch)
         loss = self.l_simple_weight * terms["shift"].mean()
         return loss + terms["dis"].mean() if "dis" in terms else loss
+
+    # -- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self._latent_state()}
+
+    def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
+        self._load_latent_state(state)
+        super().load_state_dict(state, input_shape)

@@ -214,17 +214,22 @@ class PDAE(AutoencodingDiffusion):
         self._frozen_dpm()  # a missing or mismatched DPM fails before any work
         return super().fit(data, seed=seed, device=device, progress=progress)
 
+    def _dpm_component(self) -> tuple[str, tuple[str, ...]]:
+        """The frozen DPM's component name and the hyperparameters it must share with this model."""
+        return "dpm", DPM_KEYS
+
     def _frozen_dpm(self):
-        dpm = self.__dict__.get("components_", {}).get("dpm")
+        name, keys = self._dpm_component()
+        dpm = self.__dict__.get("components_", {}).get(name)
         if dpm is None:
-            raise ValueError(f"{type(self).__name__} is trained on a pre-trained DPM: pass components={{'dpm': <fitted "
-                             f"ddpm>}} to fit() and load() (the runner does)")
+            raise ValueError(f"{type(self).__name__} is trained on a pre-trained DPM: pass components={{{name!r}: <fitted "
+                             f"{'ddpm' if name == 'dpm' else name}>}} to fit() and load() (the runner does)")
         dpm.check_fitted()
         theirs = dpm.get_params()
-        for key in DPM_KEYS:
+        for key in keys:
             if theirs[key] != self._params[key]:
-                raise ValueError(f"{type(self).__name__}: the 'dpm' component has {key}={theirs[key]!r}, but this model "
-                                 f"expects {key}={self._params[key]!r}")
+                raise ValueError(f"{type(self).__name__}: the {name!r} component has {key}={theirs[key]!r}, but this "
+                                 f"model expects {key}={self._params[key]!r}")
         return dpm
 
     # -- networks ----------------------------------------------------------------------

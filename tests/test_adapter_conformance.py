@@ -25,7 +25,7 @@ def _components(cls, params, data, seed):
         if not spec.needed(params):
             continue
         ccls = registry.methods().load(spec.method)
-        cparams = {**ccls.presets[spec.preset or "tiny"], **_fast(ccls), **spec.params_for(params)}
+        cparams = {**ccls.presets[spec.preset_for("tiny")], **_fast(ccls), **spec.params_for(params)}
         cseed = 0 if spec.share == "dataset" else seed
         key = json.dumps([spec.method, cparams, cseed, type(data).__name__], sort_keys=True, default=str)
         if key not in _TRAINED_COMPONENTS:  # the runner trains a component once for all its dependants too

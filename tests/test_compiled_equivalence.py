@@ -50,12 +50,13 @@ from torch._dynamo.utils import counters
 
 from methods.ddpm import DDPM
 from methods.diffae import DiffAE
-from methods.disdiff import DisDiff
+from methods.disdiff import DisDiff, ldm_params
 from methods.drl import DRL, VDRL
 from methods.diffusion_training import COMPILE_BACKEND_ENV, compile_backend, native_cpu_convolutions
 from methods.encdiff import EncDiff
 from methods.infodiffusion import InfoDiffusion
 from methods.pdae import PDAE, dpm_params
+from methods.ldm import LDM
 from methods.vqgan import VQF4
 from tests.conftest import TinyBars
 
@@ -93,10 +94,13 @@ def data() -> TinyBars:
 
 @pytest.fixture(scope="module")
 def components(data) -> dict[str, dict[str, Any]]:
-    """The trained stages PDAE/DisDiff (a tiny DPM) and EncDiff (a tiny VQ first stage) need; quality is irrelevant."""
+    """The trained stages PDAE (a tiny DPM), latent DisDiff (a tiny latent DPM) and EncDiff (a tiny VQ first stage)
+    need; quality is irrelevant."""
     dpm = DDPM(**{**DDPM.presets["tiny"], **dpm_params(PDAE.from_preset("tiny").get_params()), "steps": 5}).fit(data)
     vq = VQF4.from_preset("tiny", steps=4).fit(data, seed=0)
-    return {"pdae": {"dpm": dpm}, "disdiff": {"dpm": dpm}, "encdiff": {"first_stage": vq}}
+    ldm = LDM(**{**LDM.presets["tiny"], **ldm_params(DisDiff.from_preset("tiny").get_params()), "steps": 5})
+    ldm.fit(data, components={"first_stage": vq})
+    return {"pdae": {"dpm": dpm}, "disdiff": {"ldm": ldm}, "encdiff": {"first_stage": vq}}
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,11 @@ from methods.disdiff import DisDiff
 from methods.pdae import PDAE, dpm_params, shift_coefficient, snr_weight
 from tests.conftest import TinyBars
 
+def _tiny(cls) -> str:
+    """The pixel-space tiny preset (these tests run PDAE and DisDiff on the pixel-space ``ddpm`` component)."""
+    return "tiny-pixel" if "tiny-pixel" in cls.presets else "tiny"
+
+
 FAST = {"steps": 12, "batch_size": 8, "log_every": 4, "latent_steps": 6}
 
 
@@ -46,7 +51,7 @@ def _batch(model, data, seed=0, n=6):
 @pytest.mark.parametrize("cls", [PDAE, DisDiff])
 def test_stage_two_leaves_the_frozen_dpm_bit_identical(cls, dpm, data):
     before = _unet_state(dpm)
-    model = cls.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    model = cls.from_preset(_tiny(cls), **FAST).fit(data, seed=0, components={"dpm": dpm})
     after = _unet_state(dpm)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     # the model's own copy of the DPM was not trained either, and G was
@@ -57,7 +62,7 @@ def test_stage_two_leaves_the_frozen_dpm_bit_identical(cls, dpm, data):
 
 @pytest.mark.parametrize("cls", [PDAE, DisDiff])
 def test_the_gradient_estimator_is_exactly_zero_at_initialisation(cls, dpm, data):
-    model = cls.from_preset("tiny", **FAST)
+    model = cls.from_preset(_tiny(cls), **FAST)
     model.components_ = {"dpm": dpm}
     model._build(data.image_shape)
     batch = _batch(model, data)
@@ -121,7 +126,7 @@ def test_pdae_loss_is_the_weighted_shift_objective_of_the_reference(dpm, data):
 
 
 def test_disdiff_with_one_unit_is_the_unweighted_pdae_objective(dpm, data):
-    model = DisDiff.from_preset("tiny", **FAST, num_units=1, loss_type="mse", dis_weight=0.05)
+    model = DisDiff.from_preset("tiny-pixel", **FAST, num_units=1, loss_type="mse", dis_weight=0.05)
     model = model.fit(data, seed=0, components={"dpm": dpm})
     batch = _batch(model, data, seed=2)
     batch["unit"] = torch.zeros(6, dtype=torch.long)
@@ -140,7 +145,7 @@ def test_disdiff_with_one_unit_is_the_unweighted_pdae_objective(dpm, data):
 
 
 def test_disdiff_disentangling_loss_trains_g_through_a_frozen_encoder_copy(dpm, data):
-    model = DisDiff.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    model = DisDiff.from_preset("tiny-pixel", **FAST).fit(data, seed=0, components={"dpm": dpm})
     model.encoder_.train()
     batch = _batch(model, data, seed=4)
     batch["unit"] = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -155,7 +160,7 @@ def test_disdiff_disentangling_loss_trains_g_through_a_frozen_encoder_copy(dpm, 
 
 
 def test_disdiff_encodes_units_and_swaps_them(dpm, data):
-    model = DisDiff.from_preset("tiny", **FAST).fit(data, seed=0, components={"dpm": dpm})
+    model = DisDiff.from_preset("tiny-pixel", **FAST).fit(data, seed=0, components={"dpm": dpm})
     assert "latent_units" in model.capabilities and model.code_dim == 3 * 4 and model.latent_unit_dim == 4
     from bench.evaluation import unit_encoder
     from bench.figures import unit_swaps
@@ -174,7 +179,7 @@ def test_a_missing_or_mismatched_dpm_is_a_clear_error_before_training(dpm, data)
     with pytest.raises(ValueError, match="sampler must be 'ddim'"):
         PDAE.from_preset("tiny", sampler="ddpm")
     with pytest.raises(ValueError, match="num_units=200 exceeds"):
-        DisDiff.from_preset("tiny", num_units=200).fit(data, seed=0, components={"dpm": dpm})
+        DisDiff.from_preset("tiny-pixel", num_units=200).fit(data, seed=0, components={"dpm": dpm})
 
 
 def test_pdae_and_disdiff_cells_share_one_dpm_trained_once(tmp_path):
@@ -182,8 +187,9 @@ def test_pdae_and_disdiff_cells_share_one_dpm_trained_once(tmp_path):
 
     from bench.runner import run_profile
 
-    # the line joins the profile's "*" overrides table (steps = 6, batch_size = 8, ...)
-    profile, out, _ = grid(tmp_path, methods=("pdae", "disdiff"), extra="latent_steps = 4\n")
+    # the line joins the profile's "*" overrides table (steps = 6, batch_size = 8, ...); pixel-space DisDiff
+    profile, out, _ = grid(tmp_path, methods=("pdae", "disdiff"),
+                           extra="latent_steps = 4\n[profiles.t.presets]\ndisdiff = \"tiny-pixel\"\n")
     p = plan(profile)
     assert len(p.components) == 1 and p.components[0].method == "ddpm"
     assert {m.components["dpm"] for m in p.models} == {p.components[0].id} and len(p.models) == 4
@@ -279,7 +285,7 @@ def test_linspace_ddim_chains_equal_the_references(steps):
 
 def test_pdae_and_disdiff_use_the_reference_chains_and_clipping():
     for cls in (PDAE, DisDiff):
-        model = cls.from_preset("tiny")
+        model = cls.from_preset(_tiny(cls))
         assert model.spacing == "linspace" and model.clip_inversion and model.latent_clip_x0
         assert cls.defaults["spacing"] == "linspace"
 
@@ -289,7 +295,7 @@ def test_disdiff_shift_decoder_has_the_reference_dropout_and_heads_and_the_dpm_t
     PDAE's DPM component trains with the stage's flips (the reference DPMs do)."""
     from bench.diffusion.unet import AttentionBlock
 
-    disdiff = DisDiff.from_preset("tiny", **FAST, attention_resolutions=[8])
+    disdiff = DisDiff.from_preset("tiny-pixel", **FAST, attention_resolutions=[8])
     params = {**DDPM.presets["tiny"], **dpm_params(disdiff.get_params()), "steps": 1}
     model = disdiff.fit(data, seed=0, components={"dpm": DDPM(**params).fit(data, seed=0)})
     heads = {m.num_heads for m in model.shift_.modules() if isinstance(m, AttentionBlock)}

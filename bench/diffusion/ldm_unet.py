@@ -33,26 +33,26 @@ from bench.diffusion.unet import timestep_embedding
 CONDITIONINGS = ("crossattn", "adagn")
 
 
-def _gn(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=1e-5)  # openaimodel normalization(): GroupNorm32(32, ch)
 
 
-def _zero(m: nn.Module) -> nn.Module:
+def zero_init(m: nn.Module) -> nn.Module:
     for p in m.parameters():
         nn.init.zeros_(p)
     return m
 
 
-class _ResBlock(nn.Module):
+class ResBlock(nn.Module):
     def __init__(self, cin: int, emb_dim: int, dropout: float, cout: int | None = None, up: bool = False,
                  down: bool = False) -> None:
         super().__init__()
         cout = cout or cin
-        self.in_layers = nn.Sequential(_gn(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
+        self.in_layers = nn.Sequential(group_norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
         self.up, self.down = up, down
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * cout))
-        self.out_norm = _gn(cout)
-        self.out_rest = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), _zero(nn.Conv2d(cout, cout, 3, padding=1)))
+        self.out_norm = group_norm(cout)
+        self.out_rest = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), zero_init(nn.Conv2d(cout, cout, 3, padding=1)))
         self.skip = nn.Identity() if cout == cin else nn.Conv2d(cin, cout, 1)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ class SpatialTransformer(nn.Module):
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, inner, 1)
         self.block = BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout)
-        self.proj_out = _zero(nn.Conv2d(inner, channels, 1))
+        self.proj_out = zero_init(nn.Conv2d(inner, channels, 1))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -142,7 +142,7 @@ class _Seq(nn.ModuleList):
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         for layer in self:
-            if isinstance(layer, _ResBlock):
+            if isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, SpatialTransformer):
                 h = layer(h, context)
@@ -179,29 +179,29 @@ class CrossAttentionUNet(nn.Module):
         chans, ch, ds = [model_channels], model_channels, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [_ResBlock(ch, emb, dropout, mult * model_channels)]
+                layers: list[nn.Module] = [ResBlock(ch, emb, dropout, mult * model_channels)]
                 ch = mult * model_channels
                 if ds in attention_ds:
                     layers.append(transformer(ch))
                 self.input_blocks.append(_Seq(layers))
                 chans.append(ch)
             if level != len(channel_mult) - 1:
-                self.input_blocks.append(_Seq([_ResBlock(ch, emb, dropout, ch, down=True)]))
+                self.input_blocks.append(_Seq([ResBlock(ch, emb, dropout, ch, down=True)]))
                 chans.append(ch)
                 ds *= 2
-        self.middle_block = _Seq([_ResBlock(ch, emb, dropout), transformer(ch), _ResBlock(ch, emb, dropout)])
+        self.middle_block = _Seq([ResBlock(ch, emb, dropout), transformer(ch), ResBlock(ch, emb, dropout)])
         self.output_blocks = nn.ModuleList()
         for level, mult in list(enumerate(channel_mult))[::-1]:
             for i in range(num_res_blocks + 1):
-                layers = [_ResBlock(ch + chans.pop(), emb, dropout, model_channels * mult)]
+                layers = [ResBlock(ch + chans.pop(), emb, dropout, model_channels * mult)]
                 ch = model_channels * mult
                 if ds in attention_ds:
                     layers.append(transformer(ch))
                 if level and i == num_res_blocks:
-                    layers.append(_ResBlock(ch, emb, dropout, ch, up=True))
+                    layers.append(ResBlock(ch, emb, dropout, ch, up=True))
                     ds //= 2
                 self.output_blocks.append(_Seq(layers))
-        self.out = nn.Sequential(_gn(ch), nn.SiLU(), _zero(nn.Conv2d(model_channels, out_channels, 3, padding=1)))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(model_channels, out_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.model_channels))
