@@ -1,4 +1,5 @@
-"""The images a model stage stores for the report: originals, reconstructions, samples, traversals.
+"""The images a model stage stores for the report: originals, reconstructions, samples, traversals
+(with each traversed dimension's label: the factor it correlates with most).
 
 Written once, right after training, into the model's ``figures.npz`` (float16); the report
 and the site draw them without loading the model (:mod:`bench.report`, :mod:`bench.site`).
@@ -24,7 +25,8 @@ def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: 
     if "reconstruct" in adapter.capabilities:
         arrays["reconstructions"] = adapter.reconstruct(originals)
     if "decode" in adapter.capabilities:
-        codes = adapter.encode(dataset.images(rng.choice(len(dataset), size=min(256, len(dataset)), replace=False)))
+        drawn = rng.choice(len(dataset), size=min(256, len(dataset)), replace=False)
+        codes = adapter.encode(dataset.images(drawn))
         base_code = adapter.encode(originals[:1])[0]
         lo, hi = np.percentile(codes, 2, axis=0), np.percentile(codes, 98, axis=0)
         grid = np.repeat(base_code[None, None, :], codes.shape[1], axis=0).repeat(steps, axis=1)
@@ -32,15 +34,46 @@ def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: 
             grid[d, :, d] = np.linspace(lo[d], hi[d], steps)
         images = adapter.decode(grid.reshape(-1, codes.shape[1]).astype(np.float32))
         arrays["traversal"] = images.reshape(codes.shape[1], steps, *images.shape[1:])
+        arrays["traversal_labels"] = traversal_labels(codes, _factors(dataset, drawn), tuple(dataset.factor_names))
         if "latent_units" in adapter.capabilities:
             arrays["unit_swap"] = unit_swaps(adapter, originals, steps - 1)
     if hasattr(adapter, "extra_figures"):  # method-specific panels (EncDiff's cross-attention maps)
         arrays.update(adapter.extra_figures(originals))
     tmp = folder / "figures.tmp.npz"
-    halves = {k: v.astype(np.float16) for k, v in arrays.items()}
+    halves = {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in arrays.items()}
     with writing(folder / "figures.npz", tmp, sum(a.nbytes for a in halves.values())):
         np.savez_compressed(tmp, **halves)
         tmp.replace(folder / "figures.npz")
+
+
+def _factors(dataset, indices: np.ndarray) -> np.ndarray | None:
+    """The ground-truth factors of ``indices`` (None for a dataset without them)."""
+    if not getattr(dataset, "factor_names", ()):
+        return None
+    try:
+        return np.asarray(dataset.factors(indices), dtype=np.float64)
+    except (NotImplementedError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def traversal_labels(codes: np.ndarray, factors: np.ndarray | None, names: tuple[str, ...]) -> np.ndarray:
+    """One label per code dimension: ``z3 · shape |r| 0.82`` names the factor whose values correlate most with
+    the dimension over the drawn images (absolute Pearson r; a constant column correlates with nothing);
+    ``z3`` alone without factors."""
+    labels = [f"z{d}" for d in range(codes.shape[1])]
+    if factors is None or factors.ndim != 2 or factors.shape[1] != len(names) or len(codes) < 3:
+        return np.array(labels)
+    c = codes - codes.mean(0)
+    f = factors - factors.mean(0)
+    denom = np.sqrt((c**2).sum(0))[:, None] * np.sqrt((f**2).sum(0))[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.abs(c.T @ f) / denom
+    r = np.nan_to_num(r, nan=0.0)
+    for d in range(codes.shape[1]):
+        k = int(np.argmax(r[d]))
+        if r[d, k] > 0:
+            labels[d] += f" · {names[k]} |r| {r[d, k]:.2f}"
+    return np.array(labels)
 
 
 def read_figures(path: Path) -> dict[str, np.ndarray] | None:

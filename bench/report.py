@@ -199,12 +199,17 @@ def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
     for metric, sub in ok.groupby("metric"):
         if metric in RUN_STATS or _PER_T.match(str(metric)):  # per-t probe rows: the accuracy-against-t plot
             continue
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique(), 3.2))
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique() + 1.6 * (sub["dataset"].nunique() > 1), 3.2))
         sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
         sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, palette="dark:k", size=4, legend=False)
         ax.set_title(f"{metric} (bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
         ax.set_ylabel(metric)
         ax.tick_params(axis="x", rotation=30)
+        legend = ax.get_legend()
+        if legend is not None and sub["dataset"].nunique() < 2:
+            legend.remove()  # one dataset: the title's table says which
+        elif legend is not None:  # beside the axes, never over the bars
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7, title="dataset")
         fig.tight_layout()
         fig.savefig(plots / f"metric_{metric}.png", dpi=110)
         plt.close(fig)
@@ -295,9 +300,13 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
             fig, ax = plt.subplots(figsize=(0.6 * trav.shape[1] + 0.8, 0.6 * trav.shape[0] + 0.6))
             ax.imshow(tile_grid(trav), cmap="gray", vmin=0, vmax=1)
             ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
-            ax.set_yticklabels([f"z{i}" for i in range(trav.shape[0])], fontsize=7)
-            ax.set_xticks([])
-            ax.set_title(f"{r['method']}: latent traversal (2nd→98th percentile)", fontsize=9)
+            labels = arrays.get("traversal_labels")
+            labels = [str(x) for x in labels] if labels is not None else [f"z{i}" for i in range(trav.shape[0])]
+            ax.set_yticklabels(labels, fontsize=7)
+            ax.set_xticks([0.5 * trav.shape[-1], (trav.shape[1] - 0.5) * trav.shape[-1]])
+            ax.set_xticklabels(["2nd percentile", "98th"], fontsize=6)
+            ax.set_xlabel("value of the dimension, in equal steps", fontsize=7)
+            ax.set_title(f"{r['method']}: latent traversal (row: dimension · factor it tracks most)", fontsize=9)
             fig.tight_layout()
             fig.savefig(plots / f"{stem}__traversal.png", dpi=110)
             plt.close(fig)
@@ -320,21 +329,33 @@ def _loss_curves(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
         return
     models = rows.dropna(subset=["model_id"]).drop_duplicates("model_id")
     for dataset, sub in models.groupby("dataset"):
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        drawn = 0
+        curves: dict[str, list[tuple[int, list[int], list[float]]]] = {}
         for _, r in sub.sort_values(["method", "seed"]).iterrows():
             log = [line for line in read_log(results_dir / "stages" / "model" / str(r["model_id"]) / "train_log.jsonl")
                    if line.get("phase") == "train" and "loss" in line]
-            if not log:
-                continue
-            ax.plot([x["step"] for x in log], [x["loss"] for x in log], lw=1, label=f"{r['method']} s{r['seed']}")
-            drawn += 1
-        if drawn:
-            ax.set_xlabel("step"); ax.set_ylabel("training loss"); ax.set_yscale("symlog")
-            ax.set_title(f"training loss on {dataset}", fontsize=9)
-            ax.legend(fontsize=6, ncol=2)
-            fig.tight_layout()
-            fig.savefig(plots / f"{dataset}__loss.png", dpi=110)
+            if log:
+                curves.setdefault(str(r["method"]), []).append(
+                    (int(r["seed"]), [x["step"] for x in log], [x["loss"] for x in log]))
+        if not curves:
+            continue
+        # one panel per method: the objectives differ in scale, so each gets its own (linear) axis
+        cols = min(4, len(curves))
+        nrows = -(-len(curves) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 2.3 * nrows + 0.4), squeeze=False)
+        for ax, (method, runs) in zip(axes.flat, curves.items()):
+            for seed, steps, losses in runs:
+                ax.plot(steps, losses, lw=1, label=f"seed {seed}")
+            ax.set_title(method, fontsize=8)
+            ax.set_xlabel("step", fontsize=7)
+            ax.set_ylabel("training loss", fontsize=7)
+            ax.tick_params(labelsize=6)
+            if len(runs) > 1:
+                ax.legend(fontsize=6, frameon=False)
+        for ax in list(axes.flat)[len(curves):]:
+            ax.set_visible(False)
+        fig.suptitle(f"training loss on {dataset} (each method on its own axis)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(plots / f"{dataset}__loss.png", dpi=110)
         plt.close(fig)
 
 

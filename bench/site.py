@@ -339,6 +339,9 @@ def _model_block(r: pd.Series, rows: pd.DataFrame, results_dir: Path, site: Path
                                     "finest UNet level, averaged over heads and DDIM steps, each map rescaled to [0, 1])",
                        "unit_swap": "unit swap: row c decodes the first image's code with latent unit c taken from "
                                     "each other image (first column: its own code)"}.get(name, name)
+            if name == "traversal" and "traversal_labels" in arrays:  # which factor each row's dimension tracks
+                caption += ("; rows, top to bottom: " + ", ".join(_esc(str(x)) for x in arrays["traversal_labels"])
+                            + " (the factor with the largest |Pearson r| over 256 drawn images)")
             parts.append(f"<div class=panel>{caption}</div><img alt='{name} of {_esc(r['method'])} seed {int(r['seed'])}' "
                          f"src='site/{png.name}' width={width}>")
     params = json.loads(r["params"]) if isinstance(r.get("params"), str) else {}

@@ -35,3 +35,15 @@ def test_incomplete_setting_is_missing_not_averaged():
     assert np.isnan(board.loc["c", "factorvae_mean"]) and board.loc["c", "seeds"] == "2/3"
     md = leaderboard_markdown(board.reset_index())
     assert "| d | b | 2/3 | — (2 seeds) |" in md
+
+
+def test_traversal_rows_are_labelled_with_the_factor_each_dimension_tracks():
+    """A code whose dimension 0 is the column, dimension 1 minus twice the row and dimension 2 constant."""
+    from bench.figures import traversal_labels
+
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 4, size=(50, 2)).astype(float)
+    codes = np.stack([factors[:, 1], -2 * factors[:, 0] + 0.5, np.full(50, 3.0)], axis=1)
+    labels = list(traversal_labels(codes, factors, ("row", "col")))
+    assert labels == ["z0 · col |r| 1.00", "z1 · row |r| 1.00", "z2"]
+    assert list(traversal_labels(codes, None, ())) == ["z0", "z1", "z2"]
