@@ -157,3 +157,18 @@ def test_the_page_counts_the_profiles_stages_not_the_whole_store(site):
     expected = collect(site, "t")["roles"]["model"]["done"]
     assert f"<td>{expected}</td>" in page.split("id=status")[1].split("</table>")[0]
     assert "0123456789abcdef" not in page and "result rows" not in page and "4 models" in page
+
+
+def test_the_traversal_names_each_rows_factor_and_the_loss_plot_has_a_panel_per_method(site, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get((site / "index.html").as_uri())
+    captions = [el.get_attribute("textContent") for el in browser.find_elements(By.CSS_SELECTOR, "div.panel")]
+    traversal = [c for c in captions if c.startswith("traversal")]
+    assert traversal and all("rows, top to bottom: z0" in c for c in traversal)
+    # tiny-bars' factors are the bar's row and column: every labelled row names one of them
+    assert any("· row |r|" in c or "· col |r|" in c for c in traversal)
+    import matplotlib.image
+
+    loss = matplotlib.image.imread(site / "plots" / "tiny-bars__loss.png")
+    assert loss.shape[1] > 1.5 * loss.shape[0]  # two methods side by side, each on its own axis
