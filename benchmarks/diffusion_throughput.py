@@ -90,8 +90,12 @@ def attach_components(adapter, shape: tuple[int, int, int], preset: str = "paper
     """Give ``adapter`` its declared components at ``preset``, built (untrained: weights do not change FLOPs or speed)."""
     components = {}
     for name, spec in adapter.components.items():
+        if not spec.needed(adapter.get_params()):
+            continue
         ccls = registry.methods().load(spec.method)
-        component = ccls(**{**ccls.presets[preset], **spec.params_for(adapter.get_params())})
+        cpreset = spec.preset_for(preset)
+        component = ccls(**{**ccls.presets[cpreset], **spec.params_for(adapter.get_params())})
+        attach_components(component, shape, cpreset)  # latent DisDiff's ldm has its own first stage
         with torch.random.fork_rng(devices=[]):
             component._build(shape)
         component.input_shape, component._fitted = tuple(shape), True
