@@ -590,6 +590,15 @@ DISDIFF_VQ = dict(embed_dim=3, n_embed=2048)  # first_stage_config.params (VQMod
 DISDIFF_DDCONFIG = dict(double_z=False, z_channels=3, resolution=64, in_channels=3, out_ch=3, ch=32,
                         ch_mult=[1, 2, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
 DISDIFF_PIXEL_UNET = {**DISDIFF_UNET, "image_size": 64, "attention_resolutions": [4]}  # not a repo config
+#: latent DisDiff's parameter counts as the reference code builds :data:`DISDIFF_CONFIG` (UNetModel with
+#: DISDIFF_UNET, Encoder4 with DISDIFF_ENCODER; ``disdiff_reference`` re-checks them when it builds the reference,
+#: ``benchmarks/disdiff_latent_equivalence.py`` too); ours are printed beside them by :func:`disdiff_latent_ours`
+DISDIFF_LATENT_COUNTS: dict[str, int] = {
+    "LDM UNet (frozen: time_embed, input/middle/output blocks, out)": 29_422_467,
+    "shift parts (shift blocks, shift_out, repre_embed, part_latents, part_emb)": 22_738_691,
+    "Encoder4 (d=128, latent_dim=192)": 1_516_480,
+    "trained total (shift parts + Encoder4)": 24_255_171,
+}
 
 
 class _VQFirstStage(nn.Module):
@@ -738,6 +747,10 @@ def disdiff_reference(repo: str | None = None, pixel: bool = True, vq: bool = Tr
         plain = om.UNetModel(**stage1)
         shift = _build_disdiff_unet(osm, DISDIFF_UNET)
     extra.insert(1, _pretrained_match(plain, shift, f"DisDiff stage-1 openaimodel.UNetModel ({DISDIFF_STAGE1_CONFIG})"))
+    built = _disdiff_latent_split(n_params(shift, False), n_params(shift, True),
+                                  n_params(encm.Encoder4(**DISDIFF_ENCODER)))
+    extra.insert(2, "counts match DISDIFF_LATENT_COUNTS" if built == list(DISDIFF_LATENT_COUNTS.values()) else
+                 f"MISMATCH with DISDIFF_LATENT_COUNTS: built {built}, written {list(DISDIFF_LATENT_COUNTS.values())}")
     rows.append({"name": "DisDiff Shapes3D stage 2, latent 16x16x3, VQ excluded", "result": res,
                  "notes": notes + extra + ["x0-hat for the 2 frozen-encoder passes = 4x nearest upsample of the "
                                            "predicted latent (stand-in for the VQ decoder, 0 FLOPs)"]})
@@ -757,6 +770,49 @@ def disdiff_reference(repo: str | None = None, pixel: bool = True, vq: bool = Tr
         except Exception as e:  # noqa: BLE001
             rows.append({"name": "DisDiff pixel-space variant", "result": None, "notes": [f"not built: {e!r}"]})
     return rows
+
+
+def _disdiff_latent_split(frozen: int, shift: int, encoder: int) -> list[int]:
+    """The four numbers of :data:`DISDIFF_LATENT_COUNTS`, in its order."""
+    return [frozen, shift, encoder, shift + encoder]
+
+
+def disdiff_latent_networks() -> dict[str, nn.Module]:
+    """Our latent DisDiff networks at the ``paper`` preset (the sizes of :data:`DISDIFF_CONFIG`), built as
+    ``DisDiff`` builds them: ``unet`` (the frozen LDM UNet), ``shift`` (the shift decoder with ``repre_embed``),
+    ``part`` (the orthogonal part embedding) and ``encoder`` (Encoder4 on 64 px images)."""
+    from bench.diffusion.encoders import DisDiffEncoder
+    from bench.diffusion.ldm_openai import OpenAIUNet
+    from bench.diffusion.ldm_shift import LDMShiftDecoder
+    from methods.disdiff import DisDiff, PartEmbedding
+
+    p = DisDiff.from_preset("paper").get_params()
+    unet = OpenAIUNet(in_channels=3, out_channels=3, latent_size=16, model_channels=p["base_channels"],
+                      channel_mult=p["channel_mult"], num_res_blocks=p["num_res_blocks"],
+                      attention_resolutions=p["attention_resolutions"], num_heads=p["num_heads"], dropout=p["dropout"])
+    shift = LDMShiftDecoder(unet, p["unit_dim"], dropout=p["shift_dropout"], num_heads=p["shift_num_heads"])
+    part = PartEmbedding(unet.arch["time_dim"])
+    encoder = DisDiffEncoder(in_channels=3, image_size=64, out_dim=p["num_units"] * p["unit_dim"],
+                             channels=p["enc_width"])
+    return {"unet": unet, "shift": shift, "part": part, "encoder": encoder}
+
+
+def disdiff_latent_ours() -> list[tuple[str, int, int]]:
+    """(network, ours, reference) for latent DisDiff: our modules counted, beside :data:`DISDIFF_LATENT_COUNTS`
+    (no reference checkout needed)."""
+    nets = disdiff_latent_networks()
+    ours = _disdiff_latent_split(n_params(nets["unet"]), n_params(nets["shift"]) + n_params(nets["part"]),
+                                 n_params(nets["encoder"]))
+    return [(name, n, ref) for (name, ref), n in zip(DISDIFF_LATENT_COUNTS.items(), ours)]
+
+
+def _counts_table(rows: list[tuple[str, int, int]], source: str) -> str:
+    head = ("network", "ours", "reference", "match")
+    body = [(name, f"{a:,}", f"{b:,}", "equal" if a == b else f"DIFFERS by {a - b:+,}") for name, a, b in rows]
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    fmt = lambda row: "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([f"parameters ({source})", fmt(head), sep] + [fmt(b).rstrip() for b in body])
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,7 +891,9 @@ def main(argv: list[str] | None = None) -> None:
             setattr(args, f"{name}_repo", reference_git_dir(name, getattr(args, f"{name}_repo")))
         except MissingReference as e:
             missing.append(str(e))
+    latent = _counts_table(disdiff_latent_ours(), f"latent DisDiff, ours beside ThomasMrY/DisDiff {DISDIFF_CONFIG}")
     if missing:
+        print(latent)
         sys.exit("\n".join(missing))
     torch.set_num_threads(args.threads)
     np.random.seed(0)
@@ -853,6 +911,8 @@ def main(argv: list[str] | None = None) -> None:
     print(_table(rows))
     print("(GFLOPs = 1e9 FLOPs, 2 per multiply-add, matmul/conv/attention only; batch 1; "
           "fwd+bwd = one training forward + loss.backward())")
+    print()
+    print(latent)
     if args.no_details:
         return
     print()

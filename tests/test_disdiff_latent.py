@@ -167,3 +167,18 @@ def test_a_grid_shares_one_vq_between_encdiff_and_disdiff_and_one_latent_dpm_bet
     assert {json.loads(c)["ldm"] for c in models["components"]} == {ldms[0].id}
     scores = models[models["metric"].isin(["factorvae", "dci_disentanglement"])]
     assert len(scores) == 4 and (scores["status"] == "ok").all() and np.isfinite(scores["value"]).all()
+
+
+def test_the_part_rotation_is_the_references_expm_of_w_transposed_minus_w():
+    """The reference's ``torch_expm(A)`` returns expm(−A) (``benchmarks/disdiff_latent_equivalence.py``: 1.5e-14
+    in fp64 against the reference code), so its rotation for W = [[0, θ], [0, 0]] is expm([[0, −θ], [θ, 0]]):
+    first row (cos θ, −sin θ). Loading the authors' ``part_latents`` by renaming relies on this."""
+    theta = 0.7
+    part = PartEmbedding(time_dim=4)
+    with torch.no_grad():
+        part.latents.copy_(torch.tensor([[0.0, theta], [0.0, 0.0]]))
+        part.proj.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
+        part.proj.bias.zero_()
+        rows = part(2)[:, :2]
+    expected = torch.tensor([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]], dtype=torch.float32)
+    torch.testing.assert_close(rows, expected, atol=1e-6, rtol=1e-6)
