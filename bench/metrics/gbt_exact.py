@@ -175,24 +175,19 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.Ra
         n_left = (pos[None, :] - seg_start + 1).astype(np.float64)  # a split after this position
         n_right = np.take_along_axis(count, seg, axis=1) - n_left
         before = np.cumsum(total, axis=1) - total  # sum of the targets of the earlier segments
-        offset = np.take_along_axis(before, seg, axis=1)[:, None, :]
-        node_total = np.take_along_axis(total, seg, axis=1)[:, None, :]
-        candidate = (n_right > 0) & np.take_along_axis(open_node, seg, axis=1)  # (T, n)
-        inv_left = (1.0 / n_left)[:, None, :]
-        inv_right = (1.0 / np.maximum(n_right, 1.0))[:, None, :]
-        penalty = np.where(candidate, 0.0, -np.inf)[:, None, :]  # no split after a node's last sample
+        mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+        # The proxy S_L²/n_L + S_R²/n_R of a split equals S²/n + (S_L − n_L·S/n)² · n / (n_L·n_R): with the
+        # node's S²/n left out (the same for every split of a node), the gain is D²·c with D = S_L − n_L·mean
+        # and c = 1/(n_L·n_R) (the factor n too). Five passes over (T, F, n) instead of ten; after a node's
+        # last sample c = 0 (no split there), and a gain is never negative.
+        shift = (np.take_along_axis(before, seg, axis=1) + n_left * np.take_along_axis(mean, seg, axis=1))[:, None, :]
+        weight = np.where((n_right > 0) & np.take_along_axis(open_node, seg, axis=1),
+                          1.0 / (n_left * np.maximum(n_right, 1.0)), 0.0)[:, None, :]
 
-        g = grad.ravel().take(perm)  # (T, F, n) targets in (node, value) order
-        s_left = np.cumsum(g, axis=2)
-        s_left -= offset
-        s_right = node_total - s_left
-        s_left *= s_left
-        s_left *= inv_left
-        s_right *= s_right
-        s_right *= inv_right
-        proxy = s_left
-        proxy += s_right
-        proxy += penalty
+        proxy = np.cumsum(grad.ravel().take(perm), axis=2)  # (T, F, n) S_L in (node, value) order
+        proxy -= shift
+        proxy *= proxy
+        proxy *= weight
         # best proxy per (tree, feature, node): segmented maximum over each node's positions
         best = np.full((t_count, num_features, m), -np.inf)
         nonempty = count > 0
