@@ -170,18 +170,20 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.Ra
         # positions are grouped by node, the same way for every feature
         ends = np.cumsum(count, axis=1)
         starts = ends - count
-        seg = np.sort(node, axis=1)  # (T, n) node of each position
-        seg_start = np.take_along_axis(starts, seg, axis=1)
-        n_left = (pos[None, :] - seg_start + 1).astype(np.float64)  # a split after this position
-        n_right = np.take_along_axis(count, seg, axis=1) - n_left
+        # (T, n) node of each position, and as a flat index t·m + node into the (T, m) tables
+        seg_flat = np.repeat(np.arange(t_count * m), count.ravel())
+        seg = seg_flat.reshape(t_count, n) - m * rows[:, None]
+        seg_flat = seg_flat.reshape(t_count, n)
+        n_left = pos[None, :] - starts.ravel()[seg_flat] + 1.0  # a split after this position
+        n_right = count.ravel()[seg_flat] - n_left
         before = np.cumsum(total, axis=1) - total  # sum of the targets of the earlier segments
         mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         # The proxy S_L²/n_L + S_R²/n_R of a split equals S²/n + (S_L − n_L·S/n)² · n / (n_L·n_R): with the
         # node's S²/n left out (the same for every split of a node), the gain is D²·c with D = S_L − n_L·mean
         # and c = 1/(n_L·n_R) (the factor n too). Five passes over (T, F, n) instead of ten; after a node's
         # last sample c = 0 (no split there), and a gain is never negative.
-        shift = (np.take_along_axis(before, seg, axis=1) + n_left * np.take_along_axis(mean, seg, axis=1))[:, None, :]
-        weight = np.where((n_right > 0) & np.take_along_axis(open_node, seg, axis=1),
+        shift = (before.ravel()[seg_flat] + n_left * mean.ravel()[seg_flat])[:, None, :]
+        weight = np.where((n_right > 0) & open_node.ravel()[seg_flat],
                           1.0 / (n_left * np.maximum(n_right, 1.0)), 0.0)[:, None, :]
 
         proxy = np.cumsum(grad.ravel().take(perm), axis=2)  # (T, F, n) S_L in (node, value) order
@@ -230,9 +232,10 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.Ra
         thresholds.append(threshold)
 
         # children, and the impurity decrease of each split for the importances
-        f_sample = feat[rows[:, None], node]  # (T, n)
-        x_sample = xt[np.maximum(f_sample, 0), pos[None, :]]
-        right = (f_sample >= 0) & (x_sample > threshold[rows[:, None], node])
+        node_flat = node + m * rows[:, None]
+        f_sample = feat.ravel()[node_flat]  # (T, n)
+        x_sample = xt.ravel()[np.maximum(f_sample, 0) * n + pos[None, :]]
+        right = (f_sample >= 0) & (x_sample > threshold.ravel()[node_flat])
         child = 2 * node + right
         cflat = (child + 2 * m * rows[:, None]).ravel()
         c_count = np.bincount(cflat, minlength=t_count * 2 * m).reshape(t_count, m, 2)
