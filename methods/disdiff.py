@@ -73,7 +73,7 @@ from bench.diffusion.samplers import predict_x0, q_sample
 from bench.diffusion.unet import ShiftDecoder
 from methods.diffusion_training import TrainState
 from methods.latent_space import LatentSpace, first_stage_needed
-from methods.ldm import LDM_KEYS, TINY_LDM
+from methods.ldm import LDM_DEFAULTS, LDM_KEYS, TINY_LDM
 from methods.pdae import DPM_KEYS, DPM_TRAINING, PDAE, PDAE_DEFAULTS, PDAE_RANGES, TINY_PDAE, dpm_params
 
 _PDAE_ONLY = ("latent_dim", "enc_channels", "enc_attention_resolutions", "enc_num_heads", "weight_gamma")
@@ -87,21 +87,9 @@ PIXEL_DPM: dict[str, Any] = {"space": "pixel", **{k: PDAE_DEFAULTS[k] for k in D
 DISDIFF_DEFAULTS: dict[str, Any] = {
     **{k: v for k, v in PDAE_DEFAULTS.items() if k not in _PDAE_ONLY},
     "space": "latent",
-    # the frozen latent DPM (configs/latent-diffusion/*-vq-4-16.yaml: LDM's openaimodel UNet)
-    "base_channels": 64,
-    "channel_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "attention_resolutions": [16, 8, 4],
-    "num_heads": 8,
-    "dropout": 0.0,
-    "schedule": "ldm-linear",
-    "timesteps": 1000,
-    "dpm_steps": 200_000,
-    "dpm_batch_size": 128,
-    "dpm_lr": 2.56e-4,
-    "dpm_weight_decay": 0.01,
-    "dpm_ema_decay": 0.9999,
-    "dpm_grad_clip": 0.0,
+    # the frozen latent DPM: the ldm method's paper preset (configs/latent-diffusion/*-vq-4-16.yaml)
+    **{k: LDM_DEFAULTS[k] for k in LDM_KEYS},
+    **{f"dpm_{k}": LDM_DEFAULTS[k] for k in DPM_TRAINING},
     # DisDiff
     "num_units": 6,
     "unit_dim": 32,
@@ -184,6 +172,7 @@ class DisDiff(LatentSpace, PDAE):
     }
     ema_warmup = True  # LitEma's warm-up (the reference's LatentDiffusion)
     warmup_start = 1e-6  # LambdaLinearScheduler's f_start in the shipped configs
+    scale_from_data = False  # the latent DPM's scale factor (the reference reads it from the LDM checkpoint)
     # 2: PDAE's reference DDIM chains, the shift decoder's own dropout 0 and 8 heads, LitEma's warm-up
     # 3: latent space (the default) on the ``ldm`` component; pixel space is ``space = "pixel"``
     version = "3"
@@ -250,7 +239,6 @@ class DisDiff(LatentSpace, PDAE):
         self.frozen_encoder_.to(self.device_)
         if self.first_stage_ is not None:
             self.first_stage_.to(self.device_)
-            self._move_first_stage()
         return self
 
     def _to_images(self, x0: torch.Tensor) -> torch.Tensor:
@@ -323,11 +311,3 @@ class DisDiff(LatentSpace, PDAE):
         terms = self.loss_terms(batch)
         loss = self.l_simple_weight * terms["shift"].mean()
         return loss + terms["dis"].mean() if "dis" in terms else loss
-
-    # -- persistence -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self._latent_state()}
-
-    def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
-        self._load_latent_state(state)
-        super().load_state_dict(state, input_shape)

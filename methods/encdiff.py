@@ -56,7 +56,6 @@ from bench.adapter import Component
 from bench.diffusion.encoders import DisDiffEncoder
 from bench.diffusion.ldm_unet import CONDITIONINGS, CrossAttentionUNet
 from bench.diffusion.samplers import Denoiser, epsilon_loss
-from bench.diffusion.schedules import make_schedule
 from methods.diffusion_autoencoding import LATENT_DDPM_DEFAULTS, TINY_LATENT_DDPM, AutoencodingDiffusion
 from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NET
 from methods.diffusion_training import TrainState
@@ -198,12 +197,8 @@ class EncDiff(LatentSpace, AutoencodingDiffusion):
 
     # -- networks ----------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, int, int]) -> None:
-        c, h, w = input_shape
-        if h != w:
-            raise ValueError(f"{type(self).__name__}: images must be square, got {h}x{w}")
-        self.input_shape = tuple(input_shape)
-        self.diffusion_shape = self._latent_shape(self.input_shape)
-        self.schedule_ = make_schedule(self.schedule, self.timesteps)
+        c, h, _ = input_shape
+        self._set_shapes(input_shape)
         self.unet_ = CrossAttentionUNet(in_channels=self.diffusion_shape[0], out_channels=self.diffusion_shape[0],
                                         model_channels=self.base_channels, channel_mult=tuple(self.channel_mult),
                                         num_res_blocks=self.num_res_blocks, attention_ds=tuple(self.attention_ds),
@@ -219,21 +214,11 @@ class EncDiff(LatentSpace, AutoencodingDiffusion):
     def _nets(self) -> dict[str, nn.Module]:
         return {"unet": self.unet_, "encoder": self.encoder_}
 
-    def to(self, device: str | torch.device) -> "EncDiff":
-        super().to(device)
-        self._move_first_stage()
-        return self
-
     def _averaged(self) -> tuple[str, ...]:
         return ("unet",)  # LDM's model_ema averages the UNet only
 
     def _cond_dim(self) -> int | None:
         return None
-
-    def setup_training(self, data, *, seed: int = 0, device: str | torch.device = "cpu") -> TrainState:
-        state = super().setup_training(data, seed=seed, device=device)
-        self._scale_by_std(state, seed)
-        return state
 
     # -- training ----------------------------------------------------------------------
     def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
@@ -303,10 +288,3 @@ class EncDiff(LatentSpace, AutoencodingDiffusion):
         generator = torch.Generator().manual_seed(0)
         z = self._codes(x)
         return self._render(z, self._x_T(len(x), generator), generator, self._denoiser)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self._latent_state()}
-
-    def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
-        self._load_latent_state(state)
-        super().load_state_dict(state, input_shape)

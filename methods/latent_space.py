@@ -16,12 +16,13 @@ shape in ``diffusion_shape``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from bench.diffusion.samplers import DDIMSampler, DDPMSampler, ddim_invert
+from bench.diffusion.schedules import make_schedule
 from methods.diffusion_training import TrainState
 
 
@@ -32,6 +33,27 @@ def first_stage_needed(params: dict[str, Any]) -> bool:
 
 class LatentSpace:
     """Mixin for a :class:`~methods.diffusion_base.DiffusionFamily` adapter (see the module docstring)."""
+
+    #: ``scale_by_std`` from a training batch at the start of training (latent DisDiff reuses its latent DPM's)
+    scale_from_data: ClassVar[bool] = True
+
+    def to(self, device):
+        super().to(device)
+        self._move_first_stage()
+        return self
+
+    def setup_training(self, data, *, seed: int = 0, device="cpu") -> TrainState:
+        state = super().setup_training(data, seed=seed, device=device)
+        if self.scale_from_data:
+            self._scale_by_std(state, seed)
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self._latent_state()}
+
+    def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
+        self._load_latent_state(state)
+        super().load_state_dict(state, input_shape)
 
     def _in_latent_space(self) -> bool:
         return first_stage_needed(self._params)
@@ -51,6 +73,15 @@ class LatentSpace:
                              f"{pixel}")
         vq.check_fitted()
         return vq
+
+    def _set_shapes(self, input_shape: tuple[int, int, int]) -> None:
+        """``input_shape`` (square images), ``diffusion_shape`` and the noise schedule of a latent-space host."""
+        c, h, w = input_shape
+        if h != w:
+            raise ValueError(f"{type(self).__name__}: images must be square, got {h}x{w}")
+        self.input_shape = tuple(input_shape)
+        self.diffusion_shape = self._latent_shape(self.input_shape)
+        self.schedule_ = make_schedule(self.schedule, self.timesteps)
 
     def _latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
         """The diffusion's shape for images of ``input_shape``: the first stage's latents, or the images."""

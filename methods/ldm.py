@@ -33,7 +33,6 @@ from torch import nn
 from bench.adapter import Component, NotFittedError
 from bench.diffusion.ldm_openai import OpenAIUNet
 from bench.diffusion.samplers import epsilon_loss
-from bench.diffusion.schedules import make_schedule
 from methods.ddpm import DDPM
 from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NET
 from methods.diffusion_training import TrainState
@@ -114,12 +113,7 @@ class LDM(LatentSpace, DDPM):
         return super().fit(data, seed=seed, device=device, progress=progress)
 
     def _build(self, input_shape: tuple[int, int, int]) -> None:
-        c, h, w = input_shape
-        if h != w:
-            raise ValueError(f"{type(self).__name__}: images must be square, got {h}x{w}")
-        self.input_shape = tuple(input_shape)
-        self.diffusion_shape = self._latent_shape(self.input_shape)
-        self.schedule_ = make_schedule(self.schedule, self.timesteps)
+        self._set_shapes(input_shape)
         lc, ls = self.diffusion_shape[0], self.diffusion_shape[1]
         self.unet_ = OpenAIUNet(in_channels=lc, out_channels=lc, latent_size=ls, model_channels=self.base_channels,
                                 channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
@@ -130,16 +124,6 @@ class LDM(LatentSpace, DDPM):
 
     def _nets(self) -> dict[str, nn.Module]:
         return {"unet": self.unet_}
-
-    def to(self, device: str | torch.device) -> "LDM":
-        super().to(device)
-        self._move_first_stage()
-        return self
-
-    def setup_training(self, data, *, seed: int = 0, device: str | torch.device = "cpu") -> TrainState:
-        state = super().setup_training(data, seed=seed, device=device)
-        self._scale_by_std(state, seed)
-        return state
 
     def _draw(self, state: TrainState) -> dict[str, torch.Tensor]:
         gen, dev, B = state.generator, state.device, self.batch_size
@@ -152,10 +136,3 @@ class LDM(LatentSpace, DDPM):
         net = self.unet_
         return epsilon_loss(lambda x, t: net(x, t), self.schedule_, batch["x0"], batch["t"], batch["noise"],
                             self.loss_type).mean()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self._latent_state()}
-
-    def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
-        self._load_latent_state(state)
-        super().load_state_dict(state, input_shape)

@@ -34,14 +34,7 @@ class ResBlockShift(ResBlock):
         self.cond_emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * (cout or cin)))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        if self.up or self.down:
-            h = self.in_layers[:-1](x)
-            h, x = self._resample(h), self._resample(x)
-            h = self.in_layers[-1](h)
-        else:
-            h = self.in_layers(x)
-        scale, shift = self.emb_layers(emb).to(h.dtype)[:, :, None, None].chunk(2, dim=1)
-        h = self.out_norm(h) * (1 + scale) + shift
+        h, x = self._input(x, emb)
         if cond is not None:
             c_scale, c_shift = self.cond_emb_layers(cond).to(h.dtype)[:, :, None, None].chunk(2, dim=1)
             h = h * (1 + c_scale) + c_shift

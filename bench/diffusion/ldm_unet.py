@@ -62,7 +62,8 @@ class ResBlock(nn.Module):
             return F.avg_pool2d(x, 2)
         return x
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the time-modulated features before the output layers, the resampled input for the skip)."""
         if self.up or self.down:
             h = self.in_layers[:-1](x)
             h, x = self._resample(h), self._resample(x)
@@ -70,7 +71,10 @@ class ResBlock(nn.Module):
         else:
             h = self.in_layers(x)
         scale, shift = self.emb_layers(emb).to(h.dtype)[:, :, None, None].chunk(2, dim=1)
-        h = self.out_norm(h) * (1 + scale) + shift
+        return self.out_norm(h) * (1 + scale) + shift, x
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h, x = self._input(x, emb)
         return self.skip(x) + self.out_rest(h)
 
 
