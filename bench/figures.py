@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.atomic import writing
+from bench.data.base import FactorDataset
 
 
 def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: int = 7) -> None:
@@ -34,7 +35,7 @@ def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: 
             grid[d, :, d] = np.linspace(lo[d], hi[d], steps)
         images = adapter.decode(grid.reshape(-1, codes.shape[1]).astype(np.float32))
         arrays["traversal"] = images.reshape(codes.shape[1], steps, *images.shape[1:])
-        arrays["traversal_labels"] = traversal_labels(codes, _factors(dataset, drawn), tuple(dataset.factor_names))
+        arrays["traversal_labels"] = traversal_labels(codes, *_factors(dataset, drawn))
         if "latent_units" in adapter.capabilities:
             arrays["unit_swap"] = unit_swaps(adapter, originals, steps - 1)
     if hasattr(adapter, "extra_figures"):  # method-specific panels (EncDiff's cross-attention maps)
@@ -46,14 +47,12 @@ def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: 
         tmp.replace(folder / "figures.npz")
 
 
-def _factors(dataset, indices: np.ndarray) -> np.ndarray | None:
-    """The ground-truth factors of ``indices`` (None for a dataset without them)."""
-    if not getattr(dataset, "factor_names", ()):
-        return None
-    try:
-        return np.asarray(dataset.factors(indices), dtype=np.float64)
-    except (NotImplementedError, AttributeError, TypeError, ValueError):
-        return None
+def _factors(dataset, indices: np.ndarray) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """(the ground-truth factors of ``indices``, their names); (None, ()) for a dataset without factors
+    (labelled or attribute datasets: Fashion-MNIST, CIFAR-10, CelebA)."""
+    if not isinstance(dataset, FactorDataset):
+        return None, ()
+    return np.asarray(dataset.factors(indices), dtype=np.float64), tuple(dataset.factor_names)
 
 
 def traversal_labels(codes: np.ndarray, factors: np.ndarray | None, names: tuple[str, ...]) -> np.ndarray:

@@ -47,3 +47,39 @@ def test_traversal_rows_are_labelled_with_the_factor_each_dimension_tracks():
     labels = list(traversal_labels(codes, factors, ("row", "col")))
     assert labels == ["z0 · col |r| 1.00", "z1 · row |r| 1.00", "z2"]
     assert list(traversal_labels(codes, None, ())) == ["z0", "z1", "z2"]
+
+
+def test_figures_of_a_model_on_a_dataset_without_factors_have_plain_traversal_labels(tmp_path):
+    """Fashion-MNIST, CIFAR-10 and CelebA have labels or attributes, not factors: the traversal rows are z0, z1, …"""
+    from bench.data.base import LabelledDataset
+    from bench.figures import read_figures, write_figures
+
+    class Labelled(LabelledDataset):
+        name, version, class_names = "tiny-labelled", "1", ("a", "b")
+
+        @property
+        def image_shape(self):
+            return (1, 8, 8)
+
+        def __len__(self):
+            return 20
+
+        def images(self, indices):
+            idx = np.asarray(indices)
+            return np.broadcast_to((idx % 2)[:, None, None, None] * 0.5, (len(idx), 1, 8, 8)).astype(np.float32)
+
+        def labels(self, indices):
+            return np.asarray(indices) % 2
+
+    class Decoder:
+        capabilities = frozenset({"decode"})
+
+        def encode(self, x):
+            return x.reshape(len(x), -1)[:, :3]
+
+        def decode(self, z):
+            return np.zeros((len(z), 1, 8, 8), np.float32)
+
+    write_figures(Decoder(), Labelled(), tmp_path, seed=0, n=4, steps=3)
+    arrays = read_figures(tmp_path / "figures.npz")
+    assert list(arrays["traversal_labels"]) == ["z0", "z1", "z2"] and arrays["traversal"].shape == (3, 3, 1, 8, 8)
