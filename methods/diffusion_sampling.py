@@ -84,10 +84,14 @@ class DiffusionSampling:
         self.check_fitted()
         return as_images(x, self.input_shape)
 
+    def _to_diffusion(self, img: torch.Tensor) -> torch.Tensor:
+        """Images in [−1, 1] → what the diffusion runs on: the images themselves (latent diffusion: their latents)."""
+        return img
+
     @torch.no_grad()
     def _invert(self, x: np.ndarray, z: torch.Tensor | None = None) -> torch.Tensor:
         """DDIM inversion x_0 → x_T of images ``x`` (conditioned on codes ``z``), on the device."""
-        x0 = self._images_in(torch.from_numpy(x).to(self.device_))
+        x0 = self._to_diffusion(self._images_in(torch.from_numpy(x).to(self.device_)))
         return ddim_invert(self._denoiser(z), self._ddim(self._inversion_steps(), clip=self.clip_inversion), x0)
 
     def _inversion_steps(self) -> int | None:

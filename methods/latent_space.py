@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bench.diffusion.samplers import DDIMSampler, DDPMSampler, ddim_invert
+from bench.diffusion.samplers import DDIMSampler, DDPMSampler
 from bench.diffusion.schedules import make_schedule
 from methods.diffusion_training import TrainState
 
@@ -124,16 +124,9 @@ class LatentSpace:
         return sampler
 
     def _ddim(self, steps: int | None = None, eta: float = 0.0, clip: bool = False) -> DDIMSampler:
-        """DDIM for inversion and reconstruction: never clipped in latent space (LDM's ``DDIMSampler``)."""
+        """DDIM for inversion and reconstruction: never clipped in latent space (LDM's ``DDIMSampler``); the
+        inversion itself is the base class's, on :meth:`_to_diffusion` of the images."""
         return super()._ddim(steps, eta, clip and self._first_stage() is None)
-
-    @torch.no_grad()
-    def _invert(self, x: np.ndarray, z: torch.Tensor | None = None) -> torch.Tensor:
-        """DDIM inversion of the images' scaled latents (of the images themselves in pixel space)."""
-        if self._first_stage() is None:
-            return super()._invert(x, z)
-        x0 = self._to_diffusion(self._images_in(torch.from_numpy(x).to(self.device_)))
-        return ddim_invert(self._denoiser(z), self._ddim(self._inversion_steps()), x0)
 
     def _scale_by_std(self, state: TrainState, seed: int) -> None:
         """``scale_factor_`` = 1 / std of a random training batch's latents (LDM's ``scale_by_std``)."""
