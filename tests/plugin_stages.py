@@ -30,16 +30,24 @@ if "tiny-pca" not in METHODS:
     METHODS.register("tiny-pca", "tests.plugin_stages:TinyPCA", "PCA of the pixels: deterministic, no training loop (tests only)")
 
 
+def _first_time(marker: str | None) -> bool:
+    """True without a marker; with one, True for exactly one caller across processes (atomic create)."""
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def _counted(fit):
     def wrapper(self, data, *, seed=0, **kwargs):
         log = os.environ.get("BENCH_TEST_FIT_LOG")
         if log:
             with open(log, "a") as f:
                 f.write(f"{type(self).__name__} {seed} {os.getpid()}\n")
-        once = os.environ.get("BENCH_TEST_SLOW_ONCE")  # a marker file: slow only the first time
-        if os.environ.get("BENCH_TEST_SLOW_FIT") == type(self).__name__ and not (once and os.path.exists(once)):
-            if once:
-                open(once, "w").close()
+        if os.environ.get("BENCH_TEST_SLOW_FIT") == type(self).__name__ and _first_time(os.environ.get("BENCH_TEST_SLOW_ONCE")):
             time.sleep(float(os.environ.get("BENCH_TEST_SLOW_SECONDS", "30")))
         return fit(self, data, seed=seed, **kwargs)
 

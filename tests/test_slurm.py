@@ -173,15 +173,16 @@ def test_an_scancelled_task_is_recovered_by_the_next_run(tmp_path):
 
 @needs_slurm
 def test_a_task_past_its_time_limit_is_requeued_and_finishes(tmp_path):
-    config = write(tmp_path, time_limit="1")  # 1 minute; submitit's signal comes 30 s before the end
+    config = write(tmp_path, time_limit="2")  # submitit's signal comes 30 s before the end: 90 s for an attempt
     marker, log = tmp_path / "slowed-once", tmp_path / "fits.log"
-    slow = env(BENCH_TEST_FIT_LOG=str(log), BENCH_TEST_SLOW_FIT="TinyShared", BENCH_TEST_SLOW_SECONDS="120",
-               BENCH_TEST_SLOW_ONCE=str(marker))
-    result = bench(config, "--executor", "slurm", "--wait", environ=slow, timeout=900)  # requeue + Slurm scheduling: 360 s alone on a 2-core machine, >500 s inside the suite
+    slow = env(BENCH_TEST_FIT_LOG=str(log), BENCH_TEST_SLOW_FIT="TinyShared", BENCH_TEST_SLOW_SECONDS="200",
+               BENCH_TEST_SLOW_ONCE=str(marker))  # exactly one fit (across tasks) sleeps past the signal
+    result = bench(config, "--executor", "slurm", "--wait", environ=slow, timeout=1200)  # requeue + Slurm scheduling: ~400 s alone on a 2-core machine
     assert result.returncode == 0, result.stdout + result.stderr
-    assert marker.exists()  # the first attempt was the slow one
+    assert marker.exists()  # the slow attempt happened
     fits = [line.split()[:2] for line in log.read_text().splitlines()]
-    assert fits.count(["TinyShared", "0"]) + fits.count(["TinyShared", "1"]) == 3  # one of them ran twice
+    # the cut-short stage ran again; on a loaded machine another attempt may also reach its limit and rerun
+    assert fits.count(["TinyShared", "0"]) + fits.count(["TinyShared", "1"]) >= 3
     rows = pd.read_csv(tmp_path / "out" / "results.csv")
     assert (rows["status"] == "ok").all() and (rows["metric"] == "factorvae").sum() == 4
     logs = "".join(p.read_text() for p in (tmp_path / "out" / "slurm").glob("*/*_log.err"))
@@ -201,3 +202,19 @@ def test_submitit_local_and_debug_executors_run_the_same_code_path(tmp_path, mon
     assert local.returncode == 0, local.stdout + local.stderr
     pd.testing.assert_frame_equal(values(tmp_path / "l" / "out" / "results.csv"), values(inline.results_csv))
     assert json.loads(next((tmp_path / "debug" / "plan").glob("run-*/submission.json")).read_text())["executor"] == "debug"
+
+
+def test_waiting_for_a_task_that_left_no_result_does_not_hang(tmp_path):
+    """Without Slurm accounting a dead task's state stays unknown and submitit's result() waits forever."""
+    from types import SimpleNamespace
+
+    from bench.executors.slurm import _fitted
+
+    def never():
+        raise AssertionError("result() called on a task without a result file: it would block")
+
+    done = tmp_path / "done_result.pkl"
+    done.write_bytes(b"")
+    jobs = [SimpleNamespace(paths=SimpleNamespace(result_pickle=tmp_path / "none_result.pkl"), result=never),
+            SimpleNamespace(paths=SimpleNamespace(result_pickle=done), result=lambda: {"fitted": 2})]
+    assert _fitted(jobs) == 2

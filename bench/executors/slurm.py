@@ -178,9 +178,16 @@ def submit(profile: Profile, results_dir: Path, plan, context: dict[str, Any], *
 
 
 def _fitted(jobs: list) -> int:
-    """Models trained by finished tasks (a cancelled or dead task counts 0: the store holds its stages' state)."""
+    """Models trained by finished tasks (a cancelled or dead task counts 0: the store holds its stages' state).
+
+    Only a task that wrote its result file is asked for it: submitit's ``job.result()`` waits while
+    the job's state is unknown, and without Slurm accounting (no ``sacct``) the state of a task that
+    died or ran out of requeues stays unknown forever, so asking would hang a finished ``--wait``.
+    """
     total = 0
     for job in jobs:
+        if not Path(job.paths.result_pickle).is_file():
+            continue
         try:
             total += job.result()["fitted"]
         except Exception:
