@@ -39,6 +39,7 @@ device) × images/s ÷ the dense bf16 peak of the GPU (989.4 TFLOP/s for H100 SX
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -80,7 +81,7 @@ class Table:
 
     def print(self, header: str) -> None:
         print("\n" + header)
-        print(f"| section | what | value | unit | note |\n|---|---|---|---|---|")
+        print("| section | what | value | unit | note |\n|---|---|---|---|---|")
         for r in self.rows:
             shown = "—" if r["value"] is None else f"{r['value']:,.1f}"
             print(f"| {r['section']} | {r['what']} | {shown} | {r['unit']} | {r['note']} |")
@@ -208,8 +209,9 @@ def section_sample(table: Table, args, device, shape) -> None:
         for compile_ in ((False, True) if args.compile and name in args.compile_sample.split(",") else (False,)):
             try:
                 adapter = built_adapter(name, args.preset, device, shape, compile=compile_, **steps)
-                first, _ = timed(lambda: sample_chain(adapter, n, device), device)
-                seconds, x0 = timed(lambda: sample_chain(adapter, n, device), device)
+                chain = functools.partial(sample_chain, adapter, n, device)
+                first, _ = timed(chain, device)
+                seconds, x0 = timed(chain, device)
             except Exception as exc:
                 table.add("sample", f"{name} b{n} {'compiled' if compile_ else 'eager'}", None, "img/s",
                           f"failed: {type(exc).__name__}: {str(exc)[:120]}")
