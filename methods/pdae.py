@@ -43,7 +43,7 @@ harness's choice. ``tiny`` is for CPU tests.
 networks of PDAE's released CelebA-64 models (``pre-trained-dpms/celeba64``,
 ``trained-models/autoencoder/celeba64``: ``model/unet.py``, ``model/shift_unet.py``,
 ``model/representation_learning/encoder/celeba64.py``), weight-compatible with them through
-:mod:`bench.released.pdae` (DPM 63,958,019 parameters, encoder 1,486,848, G 52,007,811, as
+:mod:`bench.released.pdae` (DPM 63,958,019 parameters, encoder 1,487,104, G 52,007,811, as
 the reference's).
 
 Deviations: ``paper`` (the default, ``resample = "conv"``) resamples the DPM with a stride-2 /
