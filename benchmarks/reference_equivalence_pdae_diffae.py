@@ -3,14 +3,16 @@
 For each method this script builds the authors' networks from a checkout of their code
 (ckczzj/PDAE: ``model/unet.py: UNet``, ``model/shift_unet.py: ShiftUNet``,
 ``model/representation_learning/encoder/celeba64.py``; phizaz/diffae: ``templates.py:
-celeba64d2c_autoenc`` / ``ffhq128_autoenc_130M`` → ``BeatGANsAutoencModel``), gives *every*
+celeba64d2c_autoenc`` / ``ffhq128_autoenc_130M`` → ``BeatGANsAutoencModel``, and
+``templates_latent.py: celeba64d2c_autoenc_latent``, which adds the latent DDPM ``MLPSkipNet``), gives *every*
 parameter random values (the zero-initialised convs and the norms too), saves them in the
 authors' checkpoint format (``torch.save`` of the trainers' dicts; DiffAE's Lightning
 ``state_dict`` with ``model``/``ema_model``/``x_T``; the non-EMA copies get *other* random
 values, so taking the wrong one would show), loads the file, converts it with
 :mod:`bench.released.pdae` / :mod:`bench.released.diffae`, loads the result into our adapters
 (``load_state_dict``, strict), and compares the outputs on the same inputs: the denoiser at
-t = 0, 250, 999 and a mixed batch, PDAE's gradient estimator, the encoders' codes. It prints the
+t = 0, 250, 999 and a mixed batch, PDAE's gradient estimator, the encoders' codes, DiffAE's
+latent DDPM. It prints the
 largest absolute and relative (to the reference output's largest magnitude) difference per
 network, in fp32 on the CPU, and the parameter counts, ours against the reference's.
 
@@ -232,14 +234,17 @@ def diffae_rows(git_dir: str, write_layouts: bool) -> tuple[list[tuple], list[tu
 
     files = subprocess.run(["git", f"--git-dir={git_dir}", "ls-tree", "-r", "--name-only", "HEAD"],
                            capture_output=True, text=True, check=True).stdout.split()
-    mods = _import_reference(git_dir, [f for f in files if f.endswith(".py")], DIFFAE_ROOTS, ["templates"])
-    templates = mods["templates"]
+    mods = _import_reference(git_dir, [f for f in files if f.endswith(".py")], DIFFAE_ROOTS,
+                             ["templates", "templates_latent"])
     gen = torch.Generator().manual_seed(1)
     rows, counts, checks = [], [], {}
-    for template, preset, side in (("celeba64d2c_autoenc", "released-celeba64", 64),
-                                   ("ffhq128_autoenc_130M", "released-ffhq128", 128)):
+    # the autoencoders' checkpoints, and a latent-DDPM checkpoint (which holds its autoencoder too)
+    for module, template, preset, side in (("templates", "celeba64d2c_autoenc", "released-celeba64", 64),
+                                           ("templates", "ffhq128_autoenc_130M", "released-ffhq128", 128),
+                                           ("templates_latent", "celeba64d2c_autoenc_latent", "released-celeba64", 64)):
+        latent = module == "templates_latent"
         with _quiet():
-            conf = getattr(templates, template)()
+            conf = getattr(mods[module], template)()
             ref = conf.make_model_conf().make_model().eval()
             other = conf.make_model_conf().make_model()
         randomize(ref, gen)
@@ -247,17 +252,38 @@ def diffae_rows(git_dir: str, write_layouts: bool) -> tuple[list[tuple], list[tu
         state = {**{f"model.{k}": v for k, v in other.state_dict().items()},
                  **{f"ema_model.{k}": v for k, v in ref.state_dict().items()},
                  "x_T": torch.randn(16, 3, side, side, generator=gen)}
+        if latent:  # LitModel's z-normalisation buffers, (1, D)
+            state["conds_mean"] = torch.randn(1, 512, generator=gen)
+            state["conds_std"] = torch.rand(1, 512, generator=gen) + 0.5
         ckpt = _save_load({"epoch": 10, "global_step": 1000, "pytorch-lightning_version": "1.4.5",
                            "state_dict": state, "optimizer_states": [_optimizer_state(other)], "lr_schedulers": [],
                            "callbacks": {}})
         params = DiffAE.presets[preset]
         shape = (3, side, side)
         model = DiffAE(**params)
-        model.load_state_dict({"nets": rdiffae.to_ours(km.flatten(ckpt), params, shape), "history": []}, shape)
+        model.load_state_dict(rdiffae.adapter_state(rdiffae.to_ours(km.flatten(ckpt), params, shape)), shape)
         exported = rdiffae.to_reference(model.state_dict(), params, shape)
         flat = km.flatten(ckpt)
         checks[f"DiffAE {template} export→import→export identity"] = (
-            all(torch.equal(exported[k], flat[k]) for k in exported) and len(exported) == len(ref.state_dict()))
+            all(torch.equal(exported[k], flat[k]) for k in exported)
+            and len(exported) == len(ref.state_dict()) + 2 * latent)
+        if latent:
+            n = 4
+            zt = torch.randn(n, 512, generator=gen)
+            with torch.no_grad():
+                for label, ts in TIMES.items():
+                    t = torch.tensor((ts * n)[:n] if len(ts) == 1 else ts[:n])
+                    rows.append((f"DiffAE {template} latent ε(z_t, t)", label,
+                                 *_diff(ref.latent_net(zt, t).pred, model.latent_net_.eval()(zt, t))))
+            counts.append((f"DiffAE {template} latent DDPM", _count(model.latent_net_), _count(ref.latent_net)))
+            if write_layouts:
+                data = json.loads(rdiffae.LAYOUT_FILE.read_text())
+                data["latent"] = {**{f"state_dict.ema_model.latent_net.{k}": list(v.shape)
+                                     for k, v in ref.latent_net.state_dict().items()},
+                                  "state_dict.conds_mean": [1, 512], "state_dict.conds_std": [1, 512]}
+                data["source"] += "; latent: templates_latent.py celeba64d2c_autoenc_latent (MLPSkipNet, LitModel buffers)"
+                _write(rdiffae.LAYOUT_FILE, data)
+            continue
         n = 2 if side == 128 else 4
         x = torch.randn(n, *shape, generator=gen)
         x_t = torch.randn(n, *shape, generator=gen)

@@ -8,6 +8,8 @@ outputs against the authors' networks).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -140,6 +142,26 @@ def test_diffae_checkpoint_loads_strictly_and_round_trips():
     assert _equal(exported, ema)
 
 
+def test_diffae_latent_checkpoint_loads_strictly_and_round_trips():
+    """A latent-DDPM checkpoint (celeba64d2c_autoenc_latent): autoencoder + MLPSkipNet + z-normalisation."""
+    layout = rdiffae.load_layout(latent=True)
+    duplicates = {k for k in layout if ".cond_layers.1." in k}
+    assert rdiffae.layout(DIFFAE_PARAMS, latent=True) == {k: v for k, v in layout.items() if k not in duplicates}
+    ref = _random(layout, 7)
+    for key in duplicates:  # MLPLNAct registers linear_emb twice: one tensor, two names
+        ref[key] = ref[key.replace(".cond_layers.1.", ".linear_emb.")]
+    converted = rdiffae.to_ours(ref, DIFFAE_PARAMS)
+    assert set(converted) == {"unet", "encoder", "latent"}
+    model = DiffAE(**DIFFAE_PARAMS)
+    model.load_state_dict(rdiffae.adapter_state(converted), rdiffae.RELEASED_INPUT_SHAPE)  # strict
+    assert torch.equal(model.z_mean_, ref["state_dict.conds_mean"][0])
+    assert _equal(rdiffae.to_reference(model.state_dict(), DIFFAE_PARAMS), ref)
+    key = sorted(duplicates)[0]
+    ref[key] = ref[key] + 1
+    with pytest.raises(ValueError, match=re.escape(repr(key))):
+        rdiffae.to_ours(ref, DIFFAE_PARAMS)
+
+
 def test_diffae_errors_name_the_key():
     ema = _random(rdiffae.load_layout(), 6)
     renamed = dict(ema)
@@ -151,9 +173,9 @@ def test_diffae_errors_name_the_key():
     with pytest.raises(ValueError, match=r"'state_dict\.ema_model\.input_blocks\.3\.0\.in_layers\.2\.weight' has "
                                          r"shape \(64, 64, 1, 1\), expected \(64, 64, 3, 3\)"):
         rdiffae.to_ours(wrong, DIFFAE_PARAMS)
-    latent = {**ema, "state_dict.ema_model.latent_net.layers.0.weight": torch.zeros(1)}
-    with pytest.raises(ValueError, match="latent_net"):  # the latent DDPM is not converted: refused, named
-        rdiffae.to_ours(latent, DIFFAE_PARAMS)
+    partial = {**ema, "state_dict.ema_model.latent_net.layers.0.linear.weight": torch.zeros(2048, 512)}
+    with pytest.raises(ValueError, match=r"lacks 'state_dict\.ema_model\.latent_net\.time_embed\.0\.weight'"):
+        rdiffae.to_ours(partial, DIFFAE_PARAMS)  # part of a latent DDPM: the first missing key is named
 
 
 # -- the presets have the authors' parameter counts ----------------------------------------------
@@ -163,7 +185,7 @@ def test_released_presets_have_the_reference_counts():
     """Counts measured on the authors' networks by benchmarks/reference_equivalence_pdae_diffae.py
     (ckczzj/PDAE 4f9c29a: model/unet.py UNet, ShiftUNet's trained branch, CELEBA64Encoder;
     phizaz/diffae templates celeba64d2c_autoenc and ffhq128_autoenc_130M: BeatGANsAutoencModel
-    without / with only its ``encoder``)."""
+    without / with only its ``encoder``; templates_latent celeba64d2c_autoenc_latent: its ``latent_net``)."""
     def build(cls, params, side):  # the adapter's own _build (on the CPU: it makes its noise schedule too)
         model = cls(**params)
         model._build((3, side, side))
@@ -180,4 +202,6 @@ def test_released_presets_have_the_reference_counts():
                                         ("released-ffhq128", 128, 103_871_619, 24_673_536)):
         model = build(DiffAE, DiffAE.presets[preset], side)
         assert (count_parameters(model.unet_), count_parameters(model.encoder_)) == (unet, encoder), preset
+    model._build_latent()  # templates_latent.py: celeba64d2c_autoenc_latent's MLPSkipNet (ffhq128's is the same)
+    assert count_parameters(model.latent_net_) == 54_109_696
 

@@ -27,7 +27,8 @@ from bench.diffusion.unet import AttentionBlock, ResBlock
 #: attention ``qkv`` (weight as ``conv1d``, or bias) whose rows are ordered head-major, [q, k, v]
 #: within a head (``QKVAttentionLegacy``, the references' default), where ours is
 #: [q | k | v], each head-major (:class:`bench.diffusion.unet.AttentionBlock`)
-KINDS = ("copy", "conv1d", "qkv")
+#: ``"lead1"`` — the authors' tensor has a leading axis of 1 (DiffAE's ``conds_mean``/``conds_std``, (1, D))
+KINDS = ("copy", "conv1d", "qkv", "lead1")
 
 Rule = tuple[str, str]  # (authors' key, kind)
 
@@ -77,6 +78,8 @@ def to_reference_tensor(kind: str, tensor: torch.Tensor) -> torch.Tensor:
 
 def reference_shape(kind: str, our_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape the authors' tensor has where ours has ``our_shape``."""
+    if kind == "lead1":
+        return (1, *our_shape)
     if kind != "copy" and len(our_shape) == 4:  # a 1×1 Conv2d weight ↔ a Conv1d weight
         return our_shape[:3]
     return our_shape

@@ -17,9 +17,15 @@ needed (:func:`not_needed` says why). Our networks must be built with ``resample
 reshape of the attention's 1×1 ``Conv1d`` weights to our ``Conv2d`` ones (one head: the
 ``qkv`` row order is the same).
 
-Not converted: the latent DDPM of the ``*_autoenc_latent`` checkpoints (``ema_model.latent_net.*``,
-``conds_mean``/``conds_std``): such a checkpoint is refused with a ``ValueError`` naming
-``latent_net``.
+The latent DDPM's checkpoints (``checkpoints/<name>_autoenc_latent/last.ckpt``, e.g.
+``templates_latent.py: celeba64d2c_autoenc_latent``, ``ffhq128_autoenc_latent``) hold the
+autoencoder (as above) and ``ema_model.latent_net.*`` (``model/latentnet.py: MLPSkipNet``,
+10 layers of width 2048, skips into layers 1…9) with the buffers ``conds_mean``/``conds_std``
+of shape (1, D) (the z-normalisation): they map onto our ``state["latent"]``
+(:class:`bench.diffusion.latent_mlp.LatentMLP` ``net``, ``z_mean``, ``z_std``), returned as
+the group ``"latent"`` (keys ``net.<key>``, ``z_mean``, ``z_std``; :func:`adapter_state`
+assembles the adapter's state). ``MLPLNAct`` registers its ``linear_emb`` twice (also as
+``cond_layers.1``): the copy must equal it and is otherwise refused.
 
 :data:`LAYOUT_FILE` holds the authors' CelebA-64 layout (keys and shapes), generated from the
 reference code by ``benchmarks/reference_equivalence_pdae_diffae.py --write-layouts``.
@@ -51,15 +57,26 @@ _NOT_NEEDED = {
 }
 
 
-def load_layout() -> dict[str, tuple[int, ...]]:
-    """The authors' CelebA-64 layout (flattened ``state_dict.ema_model.*`` keys → shapes)."""
-    return {k: tuple(v) for k, v in json.loads(LAYOUT_FILE.read_text())["diffae"].items()}
+def load_layout(latent: bool = False) -> dict[str, tuple[int, ...]]:
+    """The authors' CelebA-64 layout (flattened ``state_dict.ema_model.*`` keys → shapes) of the autoencoder's
+    checkpoint, or with ``latent`` of the latent DDPM's (``celeba64d2c_autoenc_latent``: the autoencoder too)."""
+    data = json.loads(LAYOUT_FILE.read_text())
+    keys = {**data["diffae"], **(data["latent"] if latent else {})}
+    return {k: tuple(v) for k, v in keys.items()}
+
+
+def _duplicate_of(key: str) -> str | None:
+    """``…latent_net.layers.<i>.cond_layers.1.<p>`` is ``…layers.<i>.linear_emb.<p>`` registered a second time."""
+    head, sep, tail = key.partition(".cond_layers.1.")
+    if sep and head.startswith(f"{PREFIX}latent_net.layers."):
+        return f"{head}.linear_emb.{tail}"
+    return None
 
 
 def not_needed(key: str) -> str | None:
     """Why an authors' key is not one of our tensors (None: it must be one)."""
-    if key.startswith(f"{PREFIX}latent_net.") or key.startswith("state_dict.conds_"):
-        return None  # the latent DDPM: not converted, so refused (named in the error)
+    if _duplicate_of(key):
+        return "MLPLNAct's linear_emb registered a second time as cond_layers.1 (checked equal)"
     for prefix, why in _NOT_NEEDED.items():
         if key == prefix or key.startswith(f"{prefix}."):
             return why
@@ -91,7 +108,19 @@ def encoder_rules(encoder, prefix: str) -> dict[str, km.Rule]:
     return rules
 
 
-def _groups(params: Mapping[str, Any], input_shape) -> tuple[dict, dict]:
+def latent_rules(net, prefix: str) -> dict[str, km.Rule]:
+    """Our :class:`~bench.diffusion.latent_mlp.LatentMLP` as ``MLPSkipNet`` (keys of our group ``"latent"``)."""
+    rules = km.sequential_rules(net.time_embed, "time_embed", f"{prefix}time_embed")
+    for i, layer in enumerate(net.layers):
+        rules.update(km._params(layer.linear, f"layers.{i}.linear", f"{prefix}layers.{i}.linear"))
+        if layer.hidden:
+            rules.update(km._params(layer.cond[1], f"layers.{i}.cond.1", f"{prefix}layers.{i}.linear_emb"))
+            rules.update(km._params(layer.norm, f"layers.{i}.norm", f"{prefix}layers.{i}.norm"))
+    km.check_complete(rules, net, "DiffAE latent DDPM")
+    return {f"net.{k}": v for k, v in rules.items()}
+
+
+def _groups(params: Mapping[str, Any], input_shape, latent: bool = False) -> tuple[dict, dict]:
     adapter = _adapter(params)
     if adapter.encoder != "half_unet":
         raise ValueError("DiffAE checkpoints hold a half-UNet encoder: encoder must be 'half_unet'")
@@ -107,33 +136,81 @@ def _groups(params: Mapping[str, Any], input_shape) -> tuple[dict, dict]:
             channel_mult=tuple(adapter.enc_channel_mult), num_res_blocks=adapter.enc_num_res_blocks,
             attention_resolutions=tuple(adapter.enc_attention_resolutions), dropout=adapter.dropout,
             norm_groups=adapter.norm_groups, num_heads=adapter.num_heads, resample=adapter.resample)
-        return {"unet": adapter.unet_, "encoder": encoder}
+        nets = {"unet": adapter.unet_, "encoder": encoder}
+        if latent:
+            adapter._build_latent()
+            nets["latent"] = adapter.latent_net_
+        return nets
 
     nets = km.on_meta(build)
     groups = {"unet": unet_rules(nets["unet"], PREFIX), "encoder": encoder_rules(nets["encoder"], f"{PREFIX}encoder.")}
-    return groups, km.meta_shapes(nets)
+    shapes = km.meta_shapes(nets)
+    if latent:
+        groups["latent"] = {**latent_rules(nets["latent"], f"{PREFIX}latent_net."),
+                            "z_mean": ("state_dict.conds_mean", "lead1"), "z_std": ("state_dict.conds_std", "lead1")}
+        shapes["latent"] = {**{f"net.{k}": v for k, v in shapes["latent"].items()},
+                            "z_mean": (adapter.latent_dim,), "z_std": (adapter.latent_dim,)}
+    return groups, shapes
 
 
-def layout(params: Mapping[str, Any], input_shape=RELEASED_INPUT_SHAPE) -> dict[str, tuple[int, ...]]:
-    """The authors' keys and shapes (flattened ``state_dict.ema_model.*``) for ``diffae`` hyperparameters ``params``."""
-    return km.expected_layout(*_groups(params, input_shape))
+def _has_latent(reference: Mapping[str, Any]) -> bool:
+    return any(k.startswith(f"{PREFIX}latent_net.") for k in reference)
+
+
+def layout(params: Mapping[str, Any], input_shape=RELEASED_INPUT_SHAPE, latent: bool = False
+           ) -> dict[str, tuple[int, ...]]:
+    """The authors' keys and shapes (flattened ``state_dict.ema_model.*``; with ``latent`` the latent DDPM's
+    ``latent_net`` — without its ``cond_layers.1`` copies — and ``conds_mean``/``conds_std``) for ``params``."""
+    return km.expected_layout(*_groups(params, input_shape, latent))
 
 
 def to_ours(reference: Mapping[str, Any], params: Mapping[str, Any], input_shape=RELEASED_INPUT_SHAPE
             ) -> dict[str, dict[str, torch.Tensor]]:
-    """A flattened DiffAE ``last.ckpt`` → the ``diffae`` adapter's ``state["nets"]`` (``{"unet", "encoder"}``).
+    """A flattened DiffAE ``last.ckpt`` → the ``diffae`` adapter's ``state["nets"]`` (``{"unet", "encoder"}``),
+    plus ``"latent"`` (``net.<key>``, ``z_mean``, ``z_std``) when it is a latent-DDPM checkpoint.
 
     ``params``: the ``diffae`` hyperparameters (e.g. ``DiffAE.presets["released-celeba64"]``;
     missing ones take the defaults); ``input_shape``: the released model's image shape.
     Raises ``ValueError`` naming the first key that does not fit.
     """
-    groups, shapes = _groups(params, input_shape)
+    groups, shapes = _groups(params, input_shape, _has_latent(reference))
+    for key in reference:
+        original = _duplicate_of(key)
+        if original is not None and (original not in reference or not isinstance(reference[key], torch.Tensor)
+                                     or reference[key].shape != reference[original].shape
+                                     or not torch.equal(reference[key], reference[original])):
+            raise ValueError(f"DiffAE checkpoint: {key!r} must be the same parameter as {original!r} "
+                             f"(MLPLNAct registers linear_emb twice), but it differs")
     return km.import_groups(reference, groups, shapes, not_needed, "DiffAE checkpoint")
+
+
+def adapter_state(converted: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Any]:
+    """The ``diffae`` adapter's state (``load_state_dict``'s argument) from :func:`to_ours`'s groups."""
+    state: dict[str, Any] = {"nets": {"unet": dict(converted["unet"]), "encoder": dict(converted["encoder"])},
+                             "history": []}
+    if "latent" in converted:
+        latent = converted["latent"]
+        state["latent"] = {"net": {k[len("net."):]: v for k, v in latent.items() if k.startswith("net.")},
+                           "z_mean": latent["z_mean"], "z_std": latent["z_std"], "history": []}
+    return state
 
 
 def to_reference(ours_state: Mapping[str, Any], params: Mapping[str, Any], input_shape=RELEASED_INPUT_SHAPE
                  ) -> dict[str, torch.Tensor]:
-    """Our ``diffae`` state (or its ``nets``) → the authors' flattened ``state_dict.ema_model.*`` entries."""
-    groups, _ = _groups(params, input_shape)
-    nets = ours_state["nets"] if "nets" in ours_state else ours_state
-    return km.export_groups(nets, groups, "DiffAE export")
+    """Our ``diffae`` state (as ``state_dict()`` gives it, with its ``"latent"`` if any; or :func:`to_ours`'s groups)
+    → the authors' flattened ``state_dict.ema_model.*`` entries (and ``latent_net``, ``conds_mean``/``conds_std``)."""
+    if "nets" in ours_state:
+        nets = dict(ours_state["nets"])
+        latent = ours_state.get("latent")
+        if latent is not None:
+            nets["latent"] = {**{f"net.{k}": v for k, v in latent["net"].items()},
+                              "z_mean": latent["z_mean"], "z_std": latent["z_std"]}
+    else:
+        nets = dict(ours_state)
+    groups, _ = _groups(params, input_shape, "latent" in nets)
+    out = km.export_groups(nets, groups, "DiffAE export")
+    for key in list(out):  # MLPLNAct's second name for linear_emb
+        if key.startswith(f"{PREFIX}latent_net.layers.") and ".linear_emb." in key:
+            head, _, tail = key.partition(".linear_emb.")
+            out[f"{head}.cond_layers.1.{tail}"] = out[key]
+    return out
