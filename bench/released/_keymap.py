@@ -186,6 +186,48 @@ def sequential_rules(seq: nn.Sequential, ours: str, theirs: str) -> dict[str, Ru
     return rules
 
 
+def latent_mlp_rules(net, prefix: str) -> dict[str, Rule]:
+    """Our :class:`~bench.diffusion.latent_mlp.LatentMLP` as an ``MLPSkipNet`` (DiffAE ``model/latentnet.py``, PDAE
+    ``model/mlp_skip_net.py``: the same keys), as keys ``net.<key>`` of our ``state["latent"]`` group."""
+    rules = sequential_rules(net.time_embed, "time_embed", f"{prefix}time_embed")
+    for i, layer in enumerate(net.layers):
+        rules.update(_params(layer.linear, f"layers.{i}.linear", f"{prefix}layers.{i}.linear"))
+        if layer.hidden:
+            rules.update(_params(layer.cond[1], f"layers.{i}.cond.1", f"{prefix}layers.{i}.linear_emb"))
+            rules.update(_params(layer.norm, f"layers.{i}.norm", f"{prefix}layers.{i}.norm"))
+    check_complete(rules, net, "latent DDPM")
+    return {f"net.{k}": v for k, v in rules.items()}
+
+
+def mlp_duplicate_of(key: str, prefix: str) -> str | None:
+    """``<prefix>layers.<i>.cond_layers.1.<p>`` is ``…layers.<i>.linear_emb.<p>`` registered a second time
+    (``MLPLNAct``: ``self.cond_layers = nn.Sequential(self.act, self.linear_emb)``)."""
+    head, sep, tail = key.partition(".cond_layers.1.")
+    if sep and head.startswith(f"{prefix}layers."):
+        return f"{head}.linear_emb.{tail}"
+    return None
+
+
+def check_duplicates(reference: Mapping[str, Any], prefix: str, label: str) -> None:
+    """Every ``cond_layers.1`` copy in ``reference`` equals its ``linear_emb`` (else ``ValueError`` naming it)."""
+    for key in reference:
+        original = mlp_duplicate_of(key, prefix)
+        if original is not None and (original not in reference or not isinstance(reference[key], torch.Tensor)
+                                     or reference[key].shape != reference[original].shape
+                                     or not torch.equal(reference[key], reference[original])):
+            raise ValueError(f"{label}: {key!r} must be the same parameter as {original!r} "
+                             f"(MLPLNAct registers linear_emb twice), but it differs")
+
+
+def add_duplicates(flat: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Write ``cond_layers.1`` beside every ``linear_emb`` under ``prefix`` (as the authors' state dicts hold it)."""
+    for key in list(flat):
+        if key.startswith(f"{prefix}layers.") and ".linear_emb." in key:
+            head, _, tail = key.partition(".linear_emb.")
+            flat[f"{head}.cond_layers.1.{tail}"] = flat[key]
+    return flat
+
+
 def check_complete(rules: dict[str, Rule], net: nn.Module, what: str) -> None:
     """Every one of our tensors has a rule, and no rule names a tensor we lack (a converter bug otherwise)."""
     ours = set(net.state_dict())

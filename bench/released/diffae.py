@@ -65,17 +65,9 @@ def load_layout(latent: bool = False) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v) for k, v in keys.items()}
 
 
-def _duplicate_of(key: str) -> str | None:
-    """``…latent_net.layers.<i>.cond_layers.1.<p>`` is ``…layers.<i>.linear_emb.<p>`` registered a second time."""
-    head, sep, tail = key.partition(".cond_layers.1.")
-    if sep and head.startswith(f"{PREFIX}latent_net.layers."):
-        return f"{head}.linear_emb.{tail}"
-    return None
-
-
 def not_needed(key: str) -> str | None:
     """Why an authors' key is not one of our tensors (None: it must be one)."""
-    if _duplicate_of(key):
+    if km.mlp_duplicate_of(key, f"{PREFIX}latent_net."):
         return "MLPLNAct's linear_emb registered a second time as cond_layers.1 (checked equal)"
     for prefix, why in _NOT_NEEDED.items():
         if key == prefix or key.startswith(f"{prefix}."):
@@ -108,18 +100,6 @@ def encoder_rules(encoder, prefix: str) -> dict[str, km.Rule]:
     return rules
 
 
-def latent_rules(net, prefix: str) -> dict[str, km.Rule]:
-    """Our :class:`~bench.diffusion.latent_mlp.LatentMLP` as ``MLPSkipNet`` (keys of our group ``"latent"``)."""
-    rules = km.sequential_rules(net.time_embed, "time_embed", f"{prefix}time_embed")
-    for i, layer in enumerate(net.layers):
-        rules.update(km._params(layer.linear, f"layers.{i}.linear", f"{prefix}layers.{i}.linear"))
-        if layer.hidden:
-            rules.update(km._params(layer.cond[1], f"layers.{i}.cond.1", f"{prefix}layers.{i}.linear_emb"))
-            rules.update(km._params(layer.norm, f"layers.{i}.norm", f"{prefix}layers.{i}.norm"))
-    km.check_complete(rules, net, "DiffAE latent DDPM")
-    return {f"net.{k}": v for k, v in rules.items()}
-
-
 def _groups(params: Mapping[str, Any], input_shape, latent: bool = False) -> tuple[dict, dict]:
     adapter = _adapter(params)
     if adapter.encoder != "half_unet":
@@ -146,7 +126,7 @@ def _groups(params: Mapping[str, Any], input_shape, latent: bool = False) -> tup
     groups = {"unet": unet_rules(nets["unet"], PREFIX), "encoder": encoder_rules(nets["encoder"], f"{PREFIX}encoder.")}
     shapes = km.meta_shapes(nets)
     if latent:
-        groups["latent"] = {**latent_rules(nets["latent"], f"{PREFIX}latent_net."),
+        groups["latent"] = {**km.latent_mlp_rules(nets["latent"], f"{PREFIX}latent_net."),
                             "z_mean": ("state_dict.conds_mean", "lead1"), "z_std": ("state_dict.conds_std", "lead1")}
         shapes["latent"] = {**{f"net.{k}": v for k, v in shapes["latent"].items()},
                             "z_mean": (adapter.latent_dim,), "z_std": (adapter.latent_dim,)}
@@ -174,13 +154,7 @@ def to_ours(reference: Mapping[str, Any], params: Mapping[str, Any], input_shape
     Raises ``ValueError`` naming the first key that does not fit.
     """
     groups, shapes = _groups(params, input_shape, _has_latent(reference))
-    for key in reference:
-        original = _duplicate_of(key)
-        if original is not None and (original not in reference or not isinstance(reference[key], torch.Tensor)
-                                     or reference[key].shape != reference[original].shape
-                                     or not torch.equal(reference[key], reference[original])):
-            raise ValueError(f"DiffAE checkpoint: {key!r} must be the same parameter as {original!r} "
-                             f"(MLPLNAct registers linear_emb twice), but it differs")
+    km.check_duplicates(reference, f"{PREFIX}latent_net.", "DiffAE checkpoint")
     return km.import_groups(reference, groups, shapes, not_needed, "DiffAE checkpoint")
 
 
@@ -208,9 +182,4 @@ def to_reference(ours_state: Mapping[str, Any], params: Mapping[str, Any], input
     else:
         nets = dict(ours_state)
     groups, _ = _groups(params, input_shape, "latent" in nets)
-    out = km.export_groups(nets, groups, "DiffAE export")
-    for key in list(out):  # MLPLNAct's second name for linear_emb
-        if key.startswith(f"{PREFIX}latent_net.layers.") and ".linear_emb." in key:
-            head, _, tail = key.partition(".linear_emb.")
-            out[f"{head}.cond_layers.1.{tail}"] = out[key]
-    return out
+    return km.add_duplicates(km.export_groups(nets, groups, "DiffAE export"), f"{PREFIX}latent_net.")
