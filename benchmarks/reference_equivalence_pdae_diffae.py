@@ -2,7 +2,8 @@
 
 For each method this script builds the authors' networks from a checkout of their code
 (ckczzj/PDAE: ``model/unet.py: UNet``, ``model/shift_unet.py: ShiftUNet``,
-``model/representation_learning/encoder/celeba64.py``; phizaz/diffae: ``templates.py:
+``model/representation_learning/encoder/celeba64.py``, ``model/mlp_skip_net.py: MLPSkipNet``
+with ``config/celeba64_latent.yml``; phizaz/diffae: ``templates.py:
 celeba64d2c_autoenc`` / ``ffhq128_autoenc_130M`` → ``BeatGANsAutoencModel``, and
 ``templates_latent.py: celeba64d2c_autoenc_latent``, which adds the latent DDPM ``MLPSkipNet``), gives *every*
 parameter random values (the zero-initialised convs and the norms too), saves them in the
@@ -57,7 +58,7 @@ TOLERANCE = 1e-5  # relative, fp32
 
 #: PDAE's CelebA-64 DPM (``pre-trained-dpms/celeba64/config.yml`` is on Google Drive, not in git; the
 #: values of benchmarks/reference_counts.py: PDAE_CELEBA64_DPM)
-from benchmarks.reference_counts import PDAE_CELEBA64_DPM  # noqa: E402
+from benchmarks.reference_counts import PDAE_CELEBA64_DPM, PDAE_LATENT_DENOISER  # noqa: E402
 
 DIFFAE_ROOTS = ("model", "choices", "config_base", "config", "templates", "templates_latent", "templates_cls",
                 "experiment", "experiment_classifier", "dataset", "diffusion", "renderer", "metrics", "dist_utils",
@@ -142,7 +143,8 @@ def pdae_rows(git_dir: str, write_layouts: bool) -> tuple[list[tuple], list[tupl
     from methods.pdae import PDAE
 
     mods = _import_reference(git_dir, ["model"], ("model",),
-                             ["model.unet", "model.shift_unet", "model.representation_learning.encoder.celeba64"])
+                             ["model.unet", "model.shift_unet", "model.representation_learning.encoder.celeba64",
+                              "model.mlp_skip_net"])
     gen = torch.Generator().manual_seed(0)
     shape = rpdae.RELEASED_INPUT_SHAPE
 
@@ -181,12 +183,30 @@ def pdae_rows(git_dir: str, write_layouts: bool) -> tuple[list[tuple], list[tupl
     for key, value in nets["unet"].items():  # the frozen DPM in ema_decoder is the DPM checkpoint's
         if not torch.equal(value, dpm.state_dict()["nets"]["unet"][key]):
             raise AssertionError(f"PDAE: ema_decoder's frozen {key} differs from ema_denoise_fn's")
+    # the latent DDPM (trainer/train_latent_diffusion.py: save) and its code statistics (sampler/infer_latents.py)
+    mlp_cls = mods["model.mlp_skip_net"].MLPSkipNet
+    ref_mlp = mlp_cls(**PDAE_LATENT_DENOISER).eval()
+    randomize(ref_mlp, gen)
+    other_mlp = mlp_cls(**PDAE_LATENT_DENOISER)
+    randomize(other_mlp, gen)
+    latent_file = _save_load({"step": 1000, "encoder": ref_enc.state_dict(), "decoder": ref_dec.state_dict(),
+                              "latent_denoise_fn": other_mlp.state_dict(),
+                              "ema_latent_denoise_fn": ref_mlp.state_dict(),
+                              "optimizer": _optimizer_state(other_mlp), "scaler": {"scale": 65536.0}})
+    stats = _save_load({"mean": torch.randn(512, generator=gen), "std": torch.rand(512, generator=gen) + 0.5})
+    latent_flat = {**km.flatten(latent_file), **km.flatten({"latents": stats})}
+    latent_state = rpdae.latent_to_ours(latent_flat, params)
+
     model = PDAE(**params)
     model.components_ = {"dpm": dpm}
-    model.load_state_dict({"nets": {"encoder": nets["encoder"], "shift": nets["shift"]}, "history": []}, shape)
+    model.load_state_dict({"nets": {"encoder": nets["encoder"], "shift": nets["shift"]}, "history": [],
+                           "latent": latent_state}, shape)
     exported = rpdae.to_reference({**model.state_dict()["nets"], "unet": nets["unet"]}, params)
     flat = km.flatten(pdae_file)
     pdae_round = all(torch.equal(exported[k], flat[k]) for k in exported)
+    exported = rpdae.latent_to_reference(model.state_dict(), params)
+    latent_round = (all(torch.equal(exported[k], latent_flat[k]) for k in exported)
+                    and len(exported) == len(ref_mlp.state_dict()) + 2)
 
     rows = []
     x = torch.randn(4, *shape, generator=gen)
@@ -205,13 +225,19 @@ def pdae_rows(git_dir: str, write_layouts: bool) -> tuple[list[tuple], list[tupl
             g = model.shift_.eval()(h, skips, temb, z_ref)
             rows.append(("PDAE ShiftUNet ε (frozen)", label, *_diff(eps_ref, eps)))
             rows.append(("PDAE G(x_t, z, t)", label, *_diff(g_ref, g)))
+        zt = torch.randn(4, 512, generator=gen)
+        for label, ts in TIMES.items():
+            t = torch.tensor((ts * 4)[:4] if len(ts) == 1 else ts)
+            rows.append(("PDAE latent ε(z_t, t)", label, *_diff(ref_mlp(zt, t), model.latent_net_.eval()(zt, t))))
     trained_ref = (_count(ref_dec.label_emb) + _count(ref_dec.shift_middle_block)
                    + _count(ref_dec.shift_output_blocks) + _count(ref_dec.shift_out))
     counts = [("PDAE DPM (ddpm released-pdae-celeba64)", _count(ours_unet), _count(ref_unet)),
               ("PDAE encoder", _count(model.encoder_), _count(ref_enc)),
               ("PDAE G (shift branch)", _count(model.shift_), trained_ref),
-              ("PDAE trained (encoder + G)", _count(model.encoder_) + _count(model.shift_), trained_ref + _count(ref_enc))]
-    checks = {"PDAE DPM export→import→export identity": dpm_round, "PDAE export→import→export identity": pdae_round}
+              ("PDAE trained (encoder + G)", _count(model.encoder_) + _count(model.shift_), trained_ref + _count(ref_enc)),
+              ("PDAE latent DDPM", _count(model.latent_net_), _count(ref_mlp))]
+    checks = {"PDAE DPM export→import→export identity": dpm_round, "PDAE export→import→export identity": pdae_round,
+              "PDAE latent export→import→export identity": latent_round}
     if write_layouts:
         _write(rpdae.LAYOUT_FILE, {
             "source": f"ckczzj/PDAE {_head_commit(git_dir)}: model/unet.py UNet, model/shift_unet.py ShiftUNet, "
@@ -220,6 +246,8 @@ def pdae_rows(git_dir: str, write_layouts: bool) -> tuple[list[tuple], list[tupl
             "dpm": {f"ema_denoise_fn.{k}": list(v.shape) for k, v in ref_unet.state_dict().items()},
             "pdae": {**{f"ema_encoder.{k}": list(v.shape) for k, v in ref_enc.state_dict().items()},
                      **{f"ema_decoder.{k}": list(v.shape) for k, v in ref_dec.state_dict().items()}},
+            "latent": {**{f"ema_latent_denoise_fn.{k}": list(v.shape) for k, v in ref_mlp.state_dict().items()},
+                       "latents.mean": [512], "latents.std": [512]},
         })
     return rows, counts, checks
 

@@ -87,6 +87,24 @@ def test_pdae_checkpoint_loads_strictly_and_round_trips(pdae_layouts):
     assert _equal(exported, ema)
 
 
+def test_pdae_latent_checkpoint_loads_strictly_and_round_trips(pdae_layouts):
+    """The latent DDPM (ema_latent_denoise_fn, MLPSkipNet) with its statistics file (latents.mean/std)."""
+    layout = pdae_layouts["latent"]
+    duplicates = {k for k in layout if ".cond_layers.1." in k}
+    assert rpdae.latent_layout(PDAE_PARAMS) == {k: v for k, v in layout.items() if k not in duplicates}
+    ref = _random(layout, 8)
+    for key in duplicates:
+        ref[key] = ref[key.replace(".cond_layers.1.", ".linear_emb.")]
+    checkpoint = {**ref, "step": 3, "encoder.encoder.0.weight": torch.zeros(1), "decoder.out.2.bias": torch.zeros(1),
+                  "latent_denoise_fn.time_embed.0.weight": torch.zeros(1), "optimizer.state.0.step": torch.zeros(())}
+    latent = rpdae.latent_to_ours(checkpoint, PDAE_PARAMS)
+    model = PDAE(**PDAE_PARAMS)
+    model._build_latent()  # the adapter's own latent DDPM (what load_state_dict loads state["latent"] into)
+    model.latent_net_.load_state_dict(latent["net"])  # strict
+    assert torch.equal(latent["z_std"], ref["latents.std"])
+    assert _equal(rpdae.latent_to_reference(latent, PDAE_PARAMS), ref)
+
+
 def test_pdae_errors_name_the_key(pdae_layouts):
     ema = _random(pdae_layouts["pdae"], 2)
     renamed = dict(ema)

@@ -14,6 +14,12 @@ The authors save with ``torch.save`` (``trainer/train_regular_diffusion.py: save
   ``output_blocks``, ``out``, copied from ``ema_denoise_fn``) and the trained gradient
   estimator (``label_emb``, ``shift_middle_block``, ``shift_output_blocks``, ``shift_out``).
 
+* the latent DDPM, ``trained-models/latent_denoise_fn/<data>/checkpoint.pt``
+  (``trainer/train_latent_diffusion.py: save``): ``{"step", "encoder", "decoder",
+  "latent_denoise_fn", "ema_latent_denoise_fn", "optimizer", "scaler"}`` — a
+  ``model/mlp_skip_net.py: MLPSkipNet`` — and the code statistics it normalises with,
+  ``trained-models/latents/<data>.pt`` = ``{"mean", "std"}`` (``sampler/infer_latents.py``).
+
 Flattened with "." (:func:`bench.released._keymap.flatten`), the EMA entries map one to one
 onto our tensors: the DPM onto the ``ddpm`` adapter's ``state["nets"]["unet"]``, the encoder
 and G onto the ``pdae`` adapter's ``state["nets"]["encoder"]`` / ``["shift"]``. The other
@@ -24,7 +30,7 @@ Exact: a rename, plus a reshape of the attention's 1×1 ``Conv1d`` weights to ou
 ones and, for several heads (the encoder's 4), a permutation of the ``qkv`` rows from the
 authors' ``QKVAttentionLegacy`` order to ours.
 
-:data:`LAYOUT` is the authors' CelebA-64 layout (keys and shapes), generated from the
+:data:`LAYOUT_FILE` holds the authors' CelebA-64 layout (keys and shapes), generated from the
 reference code by ``benchmarks/reference_equivalence_pdae_diffae.py --write-layouts``.
 """
 
@@ -39,7 +45,7 @@ import torch
 from bench.diffusion.unet import UNet
 from bench.released import _keymap as km
 
-#: the authors' CelebA-64 layout: {"dpm": {key: shape}, "pdae": {key: shape}} (EMA entries, flattened)
+#: the authors' CelebA-64 layout: {"dpm"|"pdae"|"latent": {key: shape}} (EMA entries, flattened)
 LAYOUT_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "released" / "pdae_celeba64.json"
 #: the released configuration the layout is of, and its image shape
 RELEASED_INPUT_SHAPE = (3, 64, 64)
@@ -51,18 +57,29 @@ _NOT_NEEDED = {
     "denoise_fn.": "the non-EMA DPM weights (the authors evaluate, and train PDAE on, ema_denoise_fn)",
     "encoder.": "the non-EMA encoder weights (the samplers read ema_encoder)",
     "decoder.": "the non-EMA decoder weights (the samplers read ema_decoder)",
+    "latent_denoise_fn.": "the non-EMA latent-DDPM weights (sampling reads ema_latent_denoise_fn)",
 }
+#: in a latent-DDPM checkpoint, "encoder"/"decoder" are the autoencoder it was trained on (converted from that
+#: checkpoint by :func:`to_ours`)
+_NOT_NEEDED_LATENT = {
+    **_NOT_NEEDED,
+    "encoder.": "the autoencoder's encoder the latent DDPM was trained on (convert its own checkpoint with to_ours)",
+    "decoder.": "the autoencoder's decoder the latent DDPM was trained on (convert its own checkpoint with to_ours)",
+}
+LATENT_PREFIX = "ema_latent_denoise_fn."
 
 
 def load_layout() -> dict[str, dict[str, tuple[int, ...]]]:
-    """:data:`LAYOUT` read from its JSON file: ``{"dpm": {...}, "pdae": {...}}``, shapes as tuples."""
+    """The authors' layout read from :data:`LAYOUT_FILE`: ``{"dpm": …, "pdae": …, "latent": …}`` (key → shape)."""
     data = json.loads(LAYOUT_FILE.read_text())
-    return {part: {k: tuple(v) for k, v in data[part].items()} for part in ("dpm", "pdae")}
+    return {part: {k: tuple(v) for k, v in data[part].items()} for part in ("dpm", "pdae", "latent")}
 
 
-def not_needed(key: str) -> str | None:
-    """Why an authors' key is not one of our tensors (None: it must be one)."""
-    for prefix, why in _NOT_NEEDED.items():
+def not_needed(key: str, *, latent: bool = False) -> str | None:
+    """Why an authors' key is not one of our tensors (None: it must be one); ``latent``: in a latent-DDPM checkpoint."""
+    if latent and km.mlp_duplicate_of(key, LATENT_PREFIX):
+        return "MLPLNAct's linear_emb registered a second time as cond_layers.1 (checked equal)"
+    for prefix, why in (_NOT_NEEDED_LATENT if latent else _NOT_NEEDED).items():
         if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
             return why
     return None
@@ -188,3 +205,50 @@ def to_reference(ours_state: Mapping[str, Any], params: Mapping[str, Any], input
     """Our ``{"encoder", "shift", "unet"}`` states → the authors' flattened ``ema_encoder.*``/``ema_decoder.*``."""
     groups, _ = _pdae_groups(params, input_shape)
     return km.export_groups(_nets_of(ours_state), groups, "PDAE export")
+
+
+# -- the latent DDPM (our pdae adapter's state["latent"]) ------------------------------------
+
+
+def _latent_groups(params: Mapping[str, Any]) -> tuple[dict, dict]:
+    adapter = _pdae_adapter(params)
+
+    def build():
+        adapter._build_latent()
+        return adapter.latent_net_
+
+    net = km.on_meta(build)
+    rules = {**km.latent_mlp_rules(net, LATENT_PREFIX), "z_mean": ("latents.mean", "copy"),
+             "z_std": ("latents.std", "copy")}
+    shapes = {**{f"net.{k}": tuple(v.shape) for k, v in net.state_dict().items()},
+              "z_mean": (adapter.latent_dim,), "z_std": (adapter.latent_dim,)}
+    return {"latent": rules}, {"latent": shapes}
+
+
+def latent_layout(params: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The authors' latent-DDPM keys and shapes (``ema_latent_denoise_fn.*`` without the ``cond_layers.1``
+    copies, and the statistics file's as ``latents.mean``/``latents.std``) for ``pdae`` hyperparameters."""
+    return km.expected_layout(*_latent_groups(params))
+
+
+def latent_to_ours(reference: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A flattened latent-DDPM checkpoint plus its statistics file → the ``pdae`` adapter's ``state["latent"]``.
+
+    ``reference``: ``flatten(checkpoint)`` with ``flatten({"latents": torch.load("trained-models/latents/<data>.pt")})``
+    merged in (keys ``latents.mean``, ``latents.std``). Returns ``{"net": {...}, "z_mean", "z_std", "history": []}``.
+    Raises ``ValueError`` naming the first key that does not fit.
+    """
+    groups, shapes = _latent_groups(params)
+    km.check_duplicates(reference, LATENT_PREFIX, "PDAE latent checkpoint")
+    flat = km.import_groups(reference, groups, shapes, lambda k: not_needed(k, latent=True),
+                            "PDAE latent checkpoint")["latent"]
+    return {"net": {k[len("net."):]: v for k, v in flat.items() if k.startswith("net.")},
+            "z_mean": flat["z_mean"], "z_std": flat["z_std"], "history": []}
+
+
+def latent_to_reference(latent_state: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Our ``state["latent"]`` (or a state holding it) → ``ema_latent_denoise_fn.*`` and ``latents.mean``/``.std``."""
+    latent = latent_state.get("latent", latent_state)
+    groups, _ = _latent_groups(params)
+    flat = {**{f"net.{k}": v for k, v in latent["net"].items()}, "z_mean": latent["z_mean"], "z_std": latent["z_std"]}
+    return km.add_duplicates(km.export_groups({"latent": flat}, groups, "PDAE latent export"), LATENT_PREFIX)
