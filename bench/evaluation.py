@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.adapter import NotGenerativeError
 from bench import registry, stages as stage_graph
 from bench.data import base as data_base
 from bench.metrics import MetricUnavailableError
@@ -58,7 +59,7 @@ def evaluate(name: str, params: dict[str, Any], adapter, dataset, seed: int, bas
         if uses == "encode" and "latent_units" in adapter.capabilities:
             fn = unit_encoder(fn, adapter, dataset, seed)
         values = entry.load()(dataset, fn, np.random.RandomState(seed), **call_params)
-    except MetricUnavailableError as exc:
+    except (MetricUnavailableError, NotGenerativeError) as exc:  # NotGenerativeError: nothing to sample codes from
         return [make_row(base, name, float("nan"), SKIPPED, str(exc), params, time.perf_counter() - start)]
     except Exception as exc:
         return [make_row(base, name, float("nan"), FAILED, f"{type(exc).__name__}: {exc}", params,

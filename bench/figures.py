@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.adapter import NotGenerativeError
 from bench.atomic import writing
 from bench.data.base import FactorDataset
 
@@ -22,7 +23,10 @@ def write_figures(adapter, dataset, folder: Path, seed: int, n: int = 8, steps: 
     originals = dataset.images(np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False)))
     arrays: dict[str, np.ndarray] = {"originals": originals}
     if "sample" in adapter.capabilities:  # a representation-only method (SimCLR) has no samples panel
-        arrays["samples"] = adapter.sample(n * 2, seed=seed)
+        try:
+            arrays["samples"] = adapter.sample(n * 2, seed=seed)
+        except NotGenerativeError:  # nothing to sample codes from (a released checkpoint without a latent DDPM)
+            pass
     if "reconstruct" in adapter.capabilities:
         arrays["reconstructions"] = adapter.reconstruct(originals)
     if "decode" in adapter.capabilities:

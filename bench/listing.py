@@ -32,15 +32,19 @@ def registries(kinds: list[str]) -> str:
 def profiles(config_path: str | Path) -> str:
     """Each profile: name, description, and the grid's size (grid points; components, models, evaluations)."""
     from bench import stages  # imports the method classes (torch): only for this listing
-    from bench.config import load_config
+    from bench.config import ConfigError, load_config
 
     config = load_config(config_path)
     lines = [f"profiles of {config_path} (default: {config.default_profile}):"]
     for name in config.profiles:
         profile = config.profile(name)
-        counts = {"component": 0, "model": 0, "evaluation": 0, "group": 0, **stages.plan(profile).role_counts()}
-        size = (f"{len(profile.cells())} grid points → {counts['component']} components, {counts['model']} models, "
-                f"{counts['evaluation']} evaluations" + (f", {counts['group']} seed groups" if counts["group"] else ""))
+        try:
+            counts = {"component": 0, "model": 0, "evaluation": 0, "group": 0, **stages.plan(profile).role_counts()}
+        except ConfigError as exc:  # a released checkpoint not on this machine, say
+            size = f"{len(profile.cells())} grid points (not planned here: {exc})"
+        else:
+            size = (f"{len(profile.cells())} grid points → {counts['component']} components, {counts['model']} models, "
+                    f"{counts['evaluation']} evaluations" + (f", {counts['group']} seed groups" if counts["group"] else ""))
         lines += [f"  {name}", f"      {profile.description or '(no description)'}", f"      {size}; device {profile.device}"]
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from bench.store import Store
 
 COLUMNS = [
     "model_id", "eval_id", "stage", "role", "config_id", "profile", "method", "method_version", "preset", "dataset",
-    "dataset_version", "seed", "n_seeds_planned", "metric", "value", "status", "reason", "params", "components",
+    "dataset_version", "seed", "n_seeds_planned", "weights", "metric", "value", "status", "reason", "params", "components",
     "metric_params", "metric_version", "packages", "git_commit", "device", "threads", "fit_seconds", "eval_seconds", "timestamp",
 ]
 _ID_COLUMNS = {"model_id": str, "eval_id": str, "config_id": str, "reason": str, "components": str}

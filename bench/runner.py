@@ -53,6 +53,8 @@ from bench.executors import slurm
 from bench.executors.inline import run_inline
 from bench.executors.local import run_local_workers
 from bench.legacy import adopt_legacy
+from bench.released import convert as released
+from bench.released.checkpoint import CheckpointError
 from bench.report import regenerate
 from bench.results import git_commit, package_versions, write_results
 from bench.stages import EvalStage, GroupStage, ModelStage, Plan
@@ -106,6 +108,33 @@ def check_datasets(plan: Plan, todo: list) -> None:
                               f"(`bench data verify {name}{root_flag()}` checks its files)") from None
 
 
+def check_released(plan: Plan, todo: list) -> None:
+    """Each released checkpoint a stage still to run converts from fits its networks — read before any work:
+    a missing, truncated or other-format file, a key of the file nothing consumes, a key or shape the network
+    lacks stops the run with the path and what was expected."""
+    by_id = {s.id: s for s in plan.stages}
+    shapes: dict[str, tuple[int, ...]] = {}
+    untrained: dict[str, object] = {}
+
+    def build(stage: ModelStage):
+        if stage.id not in untrained:
+            comps = {name: build(by_id[cid]) for name, cid in stage.components.items()}
+            if stage.dataset not in shapes:
+                shapes[stage.dataset] = tuple(registry.datasets().create(stage.dataset).image_shape)
+            skeleton = released.skeleton(stage.method, stage.params, shapes[stage.dataset], comps)
+            if stage.weights:
+                try:
+                    released.check(stage.method, stage.params["pretrained"], stage.params, skeleton)
+                except CheckpointError as exc:
+                    raise ConfigError(f"profiles.{plan.profile}: {stage.label} (pretrained): {exc}; nothing was run") from None
+            untrained[stage.id] = skeleton
+        return untrained[stage.id]
+
+    for stage in todo:
+        if isinstance(stage, ModelStage) and stage.weights:
+            build(stage)
+
+
 def run_profile(
     profile: Profile,
     results_dir: Path,
@@ -149,7 +178,9 @@ def run_profile(
     adopt_legacy(plan, store, context)
     looker = Worker(plan, store, context)
     before = looker.count_done()
-    check_datasets(plan, [s for s in plan.stages if looker.status(s) != DONE])
+    todo = [s for s in plan.stages if looker.status(s) != DONE]
+    check_datasets(plan, todo)
+    check_released(plan, todo)
     job_ids: list[str] = []
     if executor != "inline":
         job_ids, ran, fitted = slurm.submit(profile, results_dir, plan, context, executor=executor, shard=shard,

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from bench import registry
 from bench.config import ConfigError, Profile
+from bench.released.checkpoint import CheckpointError, file_sha256
+from bench.released.convert import RELEASES
 
 
 def digest(identity: dict[str, Any], n: int = 16) -> str:
@@ -56,18 +59,24 @@ class ModelStage:
     #: hyperparameters left out of the identity: options added later, at the value that keeps the
     #: earlier behaviour (``Adapter.added_params``), so models stored before them stay valid
     omitted: tuple[str, ...] = ()
+    #: sha256 of the released checkpoint the model is converted from (``pretrained``), "" when trained
+    weights: str = ""
     kind = "model"
 
     @property
     def identity_params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.params.items() if k not in self.omitted}
+        """The hyperparameters hashed; a converted model's file enters by its sha256, never by its path."""
+        return {k: v for k, v in self.params.items() if k not in self.omitted and not (self.weights and k == "pretrained")}
 
     def identity(self) -> dict[str, Any]:
-        return {
+        identity = {
             "method": self.method, "method_version": self.method_version, "dataset": self.dataset,
             "dataset_version": self.dataset_version, "seed": self.seed, "params": self.identity_params,
             "components": self.components,
         }
+        if self.weights:
+            identity["weights_sha256"] = self.weights
+        return identity
 
     @cached_property
     def id(self) -> str:
@@ -210,6 +219,20 @@ def dataset_version(name: str) -> str:
         return str(getattr(entry.load(), "version", "1"))
 
 
+def pretrained_sha256(method: str, params: dict[str, Any], where: str) -> str:
+    """The sha256 of the released checkpoint ``params["pretrained"]`` names ("" when the model is trained)."""
+    path = params.get("pretrained") or ""
+    if not path:
+        return ""
+    if method not in RELEASES:
+        raise ConfigError(f"{where}: {method} pretrained = {path!r}: {method!r} has no converter for released "
+                          f"checkpoints (these have: {', '.join(sorted(RELEASES))})")
+    try:
+        return file_sha256(Path(path).expanduser())
+    except (CheckpointError, OSError) as exc:
+        raise ConfigError(f"{where}: {method} pretrained = {path!r}: {exc}") from None
+
+
 def plan(profile: Profile, *, shard: tuple[int, int] = (0, 1)) -> Plan:
     """The stages of ``profile``'s grid (``shard=(i, n)``: every n-th model from i, with what it needs)."""
     cells = profile.cells()
@@ -243,8 +266,9 @@ def plan(profile: Profile, *, shard: tuple[int, int] = (0, 1)) -> Plan:
             comp = model_stage(spec.method, dataset, cseed, cpreset, cparams, "component", 1, where)
             comps[name] = comp.id
         omitted = tuple(sorted(set(params) - set(cls.identity_params(params))))
+        weights = pretrained_sha256(method, params, where)
         stage = ModelStage(method, str(cls.version), dataset, dversion(dataset), seed, preset, params, comps, role,
-                           n_seeds, omitted)
+                           n_seeds, omitted, weights)
         existing = stages.get(stage.id)
         if existing is None or (role == "model" and existing.role == "component"):
             stages.pop(stage.id, None)

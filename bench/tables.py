@@ -47,7 +47,7 @@ def tile_grid(grid: np.ndarray) -> np.ndarray:
 
 
 #: rows every model stage writes about its training: diagnostics, not metrics (kept out of the metric tables)
-RUN_STATS = ("train_images_per_s", "final_loss")
+RUN_STATS = ("train_images_per_s", "final_loss", "convert_seconds")
 
 #: metrics (and training diagnostics) where a lower value is better; every other metric: higher
 LOWER_IS_BETTER = frozenset({"fid", "mse", "lpips", "final_loss", "gaussian_tc", "mutual_info"})

@@ -39,6 +39,7 @@ from bench.stages import EvalStage, GroupStage, ModelStage, Plan, Stage
 from bench.claims import WAIT_NOTICE, describe_owner
 from bench.records import CorruptArtifactError, read_json
 from bench.store import DONE, PENDING, RUNNING, Store
+from bench.released.convert import convert
 from bench.trainlog import TrainLog
 
 MODEL_ARTIFACTS = ("model.pt", "figures.npz", "rows.csv", "train_log.jsonl")
@@ -283,6 +284,7 @@ class Worker:
             "components": json.dumps(stage.components, sort_keys=True), "packages": self.context["packages"],
             "git_commit": self.context["git_commit"], "device": self.context["device"],
             "threads": self.context.get("threads"),
+            "weights": f"{stage.params['pretrained']} (sha256 {stage.weights})" if stage.weights else None,
         }
 
     def _run_model(self, stage: ModelStage, claim) -> None:
@@ -291,25 +293,21 @@ class Worker:
         fit_seconds = float("nan")
         try:
             components = {name: self.load_model(self.by_id[cid]) for name, cid in stage.components.items()}
-            cls = registry.methods().load(stage.method)
             dataset = self.dataset(stage.dataset)
-            adapter = cls(**stage.params)
-            log = TrainLog(folder / "train_log.jsonl", stage.params, tensorboard_dir=self.store.root / "tensorboard"
-                           / f"{stage.method}-{stage.dataset}-seed{stage.seed}-{stage.id[:8]}")
-            adapter.set_logger(log)
-            kwargs = {"components": components} if cls.components else {}
             start = time.perf_counter()
-            try:
-                adapter.fit(dataset, seed=stage.seed, device=self.context["device"], progress=self.bars, **kwargs)
-            finally:
-                adapter.set_logger(None)
-                log.close()
+            if stage.weights:
+                adapter, info = self._convert(stage, folder, dataset, components), {}
+            else:
+                adapter = self._fit(stage, folder, dataset, components)
             fit_seconds = time.perf_counter() - start
-            self.fitted += 1
-            info = training_rows(adapter, stage.params, fit_seconds)
+            if not stage.weights:
+                self.fitted += 1
+                info = training_rows(adapter, stage.params, fit_seconds)
             adapter.save(folder / "model.pt")
             write_figures(adapter, dataset, folder, stage.seed)
             rows = [make_row({**base, "fit_seconds": fit_seconds}, name, value, OK) for name, value in info.items()]
+            if stage.weights:  # the row that says where the weights came from
+                rows = [make_row({**base, "fit_seconds": fit_seconds}, "convert_seconds", fit_seconds, OK)]
             write_csv_atomic(rows_frame(rows), folder / "rows.csv")
         except (CorruptArtifactError, DiskFullError):
             raise
@@ -318,10 +316,32 @@ class Worker:
             return
         deps = {cid: self.tokens[cid] for cid in stage.components.values()}
         token = self.store.finish("model", stage.id, claim, list(MODEL_ARTIFACTS), deps=deps,
-                                  summary={"fit_seconds": fit_seconds, "rows": info})
+                                  summary={"fit_seconds": fit_seconds, "rows": info, "weights_sha256": stage.weights})
         if token is not None:
             self.record_done(stage.id, token, deps)
             self._remember(stage.id, token, adapter)
+
+    def _fit(self, stage: ModelStage, folder: Path, dataset, components: dict[str, Any]):
+        cls = registry.methods().load(stage.method)
+        adapter = cls(**stage.params)
+        log = TrainLog(folder / "train_log.jsonl", stage.params, tensorboard_dir=self.store.root / "tensorboard"
+                       / f"{stage.method}-{stage.dataset}-seed{stage.seed}-{stage.id[:8]}")
+        adapter.set_logger(log)
+        kwargs = {"components": components} if cls.components else {}
+        try:
+            adapter.fit(dataset, seed=stage.seed, device=self.context["device"], progress=self.bars, **kwargs)
+        finally:
+            adapter.set_logger(None)
+            log.close()
+        return adapter
+
+    def _convert(self, stage: ModelStage, folder: Path, dataset, components: dict[str, Any]):
+        """The model a released checkpoint holds (``pretrained``), converted instead of trained (an empty curve)."""
+        adapter = convert(stage.method, stage.params["pretrained"], stage.params, dataset.image_shape, components)
+        if hasattr(adapter, "to"):
+            adapter.to(self.context["device"])
+        TrainLog(folder / "train_log.jsonl", stage.params).close()
+        return adapter
 
     def _record_failure(self, stage: Stage, claim, folder: Path, base: dict, exc: Exception) -> None:
         _raise_if_disk_full(exc, folder)

@@ -18,8 +18,9 @@ What it does:
    ``init_model`` loads it and freezes the DPM part), checking that it loaded every tensor; a random
    ``Encoder4`` likewise;
 2. converts the reference state (LatentDiffusion's layout: ``model.diffusion_model.*`` and
-   ``cond_stage_model.*``) into our four state dicts with :func:`convert` — renaming only; every reference
-   key must be consumed and every one of ours filled, shapes equal — and
+   ``cond_stage_model.*``), saved as a Lightning checkpoint, into our four state dicts with the converters
+   a grid's ``pretrained`` stages use (:func:`convert`, :mod:`bench.released.ldm_family`) — renaming only;
+   every reference key must be consumed and every one of ours filled, shapes equal — and
    loads them with ``strict=True``;
 3. runs both on the same inputs — latents x (2, 3, 16, 16), t = 0, 250, 999 and a mixed batch, codes
    z (2, 192); images (2, 3, 64, 64) for the encoder — and compares the reference's ``forward(x, t,
@@ -78,71 +79,31 @@ ENCODER_PREFIX = "cond_stage_model."
 FROZEN = ("time_embed", "input_blocks", "middle_block", "output_blocks", "out")
 SHIFT = ("shift_middle_block", "shift_output_blocks", "shift_out", "repre_embed")
 PART = ("part_latents", "part_emb")
-#: ResBlock / ResBlockShift: reference sub-module -> ours (``out_layers`` = [GN, SiLU, Dropout, conv])
-RESBLOCK_RENAMES = ((".out_layers.0.", ".out_norm."), (".out_layers.3.", ".out_rest.2."),
-                    (".skip_connection.", ".skip."))
 TARGET_REL = 1e-5  # the fp32 target
 FAIL_REL = 1e-4  # the exit-status bound
 
 
-class ConversionError(ValueError):
-    """A reference key without a counterpart, a shape mismatch, or one of our tensors left unfilled."""
-
-
-def _our_name(key: str) -> tuple[str, str]:
-    """(our network, our key) for one reference key."""
-    if key.startswith(UNET_PREFIX):
-        name = key[len(UNET_PREFIX):]
-        top = name.split(".", 1)[0]
-        if top in FROZEN or top in SHIFT:
-            for a, b in RESBLOCK_RENAMES:
-                name = name.replace(a, b)
-            return ("unet" if top in FROZEN else "shift"), name
-        if name == "part_latents.weight":  # nn.Embedding.from_pretrained(W)
-            return "part", "latents"
-        if top == "part_emb":
-            return "part", "proj." + name[len("part_emb."):]
-    elif key.startswith(ENCODER_PREFIX + "encoder."):  # Encoder4.encoder (nn.Sequential) -> DisDiffEncoder.net
-        return "encoder", "net." + key[len(ENCODER_PREFIX + "encoder."):]
-    raise ConversionError(f"reference key {key!r} is not consumed: no counterpart in our networks")
-
-
-def convert(reference_state: Mapping[str, torch.Tensor],
-            targets: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+def convert(reference_state: Mapping[str, torch.Tensor], tmp: str) -> dict[str, dict[str, torch.Tensor]]:
     """Our state dicts ``{"unet", "shift", "part", "encoder"}`` from a reference state in LatentDiffusion's
-    layout (``model.diffusion_model.<UNetModel key>``, ``cond_stage_model.<Encoder4 key>``; strip a real
-    checkpoint's first-stage, EMA and schedule entries first).
+    layout (``model.diffusion_model.<UNetModel key>``, ``cond_stage_model.<Encoder4 key>``), through the
+    converters a grid uses (:mod:`bench.released.ldm_family`): the state is saved as a Lightning checkpoint,
+    the ``ldm`` stage converts the frozen DPM from it and the ``disdiff`` stage the rest, at the ``paper``
+    presets; every tensor of the file must be consumed, every one of ours filled, shapes equal."""
+    from bench import registry
+    from bench.released import convert as released
 
-    Renaming only: the frozen UNet (``time_embed``, ``input_blocks``, ``middle_block``,
-    ``output_blocks``, ``out``) -> ``unet``; ``shift_middle_block``, ``shift_output_blocks``, ``shift_out``,
-    ``repre_embed`` -> ``shift``; ``part_latents.weight`` -> ``part.latents``,
-    ``part_emb`` -> ``part.proj``; ``Encoder4.encoder``
-    -> ``encoder.net``; inside residual blocks ``out_layers.0`` -> ``out_norm``, ``out_layers.3`` ->
-    ``out_rest.2``, ``skip_connection`` -> ``skip``. Every reference key must be consumed. ``targets`` (our
-    networks' state dicts, by the same names): also every shape must agree and every target key be filled.
-    Raises :class:`ConversionError` naming the first key that fails.
-    """
-    out: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "shift": {}, "part": {}, "encoder": {}}
-    source: dict[tuple[str, str], str] = {}
-    for key, value in reference_state.items():  # in the reference's order: the first failing key is named
-        net, ours = _our_name(key)
-        if ours in out[net]:
-            raise ConversionError(f"reference keys {source[net, ours]!r} and {key!r} both map to {net}.{ours}")
-        if targets is not None:
-            if net not in targets or ours not in targets[net]:
-                raise ConversionError(f"reference key {key!r} -> {net}.{ours}: our network has no such key")
-            if tuple(value.shape) != tuple(targets[net][ours].shape):
-                raise ConversionError(f"reference key {key!r} {tuple(value.shape)} -> {net}.{ours} "
-                                      f"{tuple(targets[net][ours].shape)}: shapes differ")
-        out[net][ours] = value
-        source[net, ours] = key
-    if targets is not None:
-        for net, expected in targets.items():
-            for ours in expected:
-                if ours not in out.get(net, {}):
-                    raise ConversionError(f"our {net}.{ours} {tuple(expected[ours].shape)} is filled by no "
-                                          f"reference key")
-    return out
+    path = os.path.join(tmp, "disdiff_random.ckpt")
+    torch.save({"state_dict": dict(reference_state), "epoch": 0}, path)
+    shape = (3, 64, 64)
+
+    def params(method: str) -> dict:
+        return registry.methods().load(method).from_preset("paper").get_params()
+
+    vq = released.skeleton("vq-f4", params("vq-f4"), shape, {})  # not in the file: shapes only
+    ldm = released.convert("ldm", path, params("ldm"), shape, {"first_stage": vq})
+    dis = released.convert("disdiff", path, params("disdiff"), shape, {"ldm": ldm})
+    return {"unet": ldm.unet_.state_dict(), "shift": dis.shift_.state_dict(), "part": dis.part_.state_dict(),
+            "encoder": dis.encoder_.state_dict()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     nets = disdiff_latent_networks()
     reference_state = {**{UNET_PREFIX + k: v for k, v in ref_unet.state_dict().items()},
                        **{ENCODER_PREFIX + k: v for k, v in ref_encoder.state_dict().items()}}
-    converted = convert(reference_state, {name: net.state_dict() for name, net in nets.items()})
+    with tempfile.TemporaryDirectory(prefix="disdiff_convert_") as tmp:
+        converted = convert(reference_state, tmp)
     for name, net in nets.items():
         net.load_state_dict(converted[name], strict=True)
     print(f"converted {len(reference_state)} reference tensors into "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.adapter import seed_everything
+from bench.adapter import NotGenerativeError, seed_everything
 from bench.diffusion.ema import EMA
 from bench.diffusion.latent_mlp import LatentMLP
 from bench.diffusion.samplers import DDIMSampler, Denoiser, epsilon_loss, sample_loop
@@ -203,7 +203,8 @@ class AutoencodingDiffusion(DiffusionFamily):
     def _latent_samples(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """z from the latent DDPM: DDIM (η = 0, ``latent_ddim_steps``) in normalised space, then un-normalised."""
         if self.latent_net_ is None:
-            raise RuntimeError(f"{type(self).__name__}: no latent DDPM was trained, so codes cannot be sampled from it")
+            raise NotGenerativeError(f"{type(self).__name__}: no latent DDPM was trained (latent_steps = 0, or a model "
+                                     "converted from a released checkpoint that has none), so codes cannot be sampled")
         net = self.latent_ema_.shadow if self.latent_ema_ is not None else self.latent_net_
         sampler = DDIMSampler(self.latent_schedule_, eta=0.0, spacing=self.latent_spacing or self.spacing,
                               clip_x0=self.latent_clip_x0)

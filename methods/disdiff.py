@@ -133,7 +133,7 @@ def in_pixel_space(params: dict[str, Any]) -> bool:
 def ldm_params(params: dict[str, Any]) -> dict[str, Any]:
     """The ``ldm`` component's hyperparameters for a latent DisDiff cell with ``params`` (as :func:`dpm_params`)."""
     return {**{k: params[k] for k in LDM_KEYS}, **{k: params[f"dpm_{k}"] for k in DPM_TRAINING},
-            "cpu_native_conv": params["cpu_native_conv"], "hflip": params["hflip"]}
+            "cpu_native_conv": params["cpu_native_conv"], "hflip": params["hflip"], "pretrained": params["pretrained"]}
 
 
 class PartEmbedding(nn.Module):
@@ -159,7 +159,10 @@ class PartEmbedding(nn.Module):
 class DisDiff(LatentSpace, PDAE):
     """PDAE with N latent units, one gradient field each, and the disentangling loss (module docstring)."""
 
-    defaults: ClassVar[dict[str, Any]] = dict(DISDIFF_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**DISDIFF_DEFAULTS, "pretrained": ""}
+    #: ``pretrained``: a released disdiff.ckpt to convert instead of training (:mod:`bench.released`); its
+    #: frozen DPM (the ``ldm`` component) and first stage come from the same file
+    added_params: ClassVar[dict[str, Any]] = {"pretrained": ""}
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DISDIFF), "tiny-pixel": dict(TINY_DISDIFF_PIXEL),
                                                     "paper": {}, "paper-pixel": dict(PIXEL_DPM)}
     ranges = DISDIFF_RANGES

@@ -156,11 +156,15 @@ class EncDiff(LatentSpace, AutoencodingDiffusion):
     ema_warmup = True  # LitEma's warm-up (LDM's LatentDiffusion)
     warmup_start = 1e-6  # LambdaLinearScheduler's f_start in the shipped configs
     latent_spacing = "leading"  # the harness's latent DDPM over codes is not LDM's sampler
-    defaults: ClassVar[dict[str, Any]] = dict(ENCDIFF_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**ENCDIFF_DEFAULTS, "pretrained": ""}
+    #: ``pretrained``: a released checkpoint to convert instead of training (:mod:`bench.released`); its
+    #: first stage comes from the same file
+    added_params: ClassVar[dict[str, Any]] = {"pretrained": ""}
     ranges = ENCDIFF_RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_ENCDIFF), "paper": {}}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
-    components = {"first_stage": Component("vq-f4", when=first_stage_needed)}
+    components = {"first_stage": Component("vq-f4", params=lambda p: {"pretrained": p["pretrained"]},
+                                           when=first_stage_needed)}
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:

@@ -86,11 +86,14 @@ TINY_LDM: dict[str, Any] = {
 class LDM(LatentSpace, DDPM):
     """ε_θ on the scaled latents of a ``vq-f4`` component (see the module docstring)."""
 
-    defaults: ClassVar[dict[str, Any]] = dict(LDM_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**LDM_DEFAULTS, "pretrained": ""}
+    #: ``pretrained``: a released checkpoint to convert instead of training (:mod:`bench.released`); its
+    #: first stage comes from the same file
+    added_params: ClassVar[dict[str, Any]] = {"pretrained": ""}
     ranges = {**DIFFUSION_RANGES, "loss_type": LOSS_TYPES}
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_LDM), "paper": {}}
     capabilities = frozenset({"sample", "reconstruct"})
-    components = {"first_stage": Component("vq-f4")}
+    components = {"first_stage": Component("vq-f4", params=lambda p: {"pretrained": p["pretrained"]})}
     ema_warmup = True  # LitEma's warm-up (LDM's LatentDiffusion)
     warmup_start = 1e-6  # LambdaLinearScheduler's f_start in the shipped configs
     version = "1"

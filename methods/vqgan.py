@@ -79,7 +79,9 @@ _WARNED: set[str] = set()
 class VQF4(Adapter):
     """VQ-regularised first-stage autoencoder with a PatchGAN and (when its weights exist) LPIPS."""
 
-    defaults: ClassVar[dict[str, Any]] = dict(VQ_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**VQ_DEFAULTS, "pretrained": ""}
+    #: ``pretrained``: a released checkpoint to convert instead of training (:mod:`bench.released`)
+    added_params: ClassVar[dict[str, Any]] = {"pretrained": ""}
     ranges = VQ_RANGES
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_VQ), "paper": {}}
     capabilities = frozenset({"decode", "reconstruct"})
