@@ -223,3 +223,22 @@ def test_released_presets_have_the_reference_counts():
     model._build_latent()  # templates_latent.py: celeba64d2c_autoenc_latent's MLPSkipNet (ffhq128's is the same)
     assert count_parameters(model.latent_net_) == 54_109_696
 
+
+
+def test_a_saved_file_read_by_bench_released_checkpoint_converts(tmp_path):
+    """The authors' nesting ({"ema_encoder": {...}, ...}, torch.save) read by bench.released.checkpoint.read_tensors
+    (its "."-flattening) gives the keys these converters read."""
+    from bench.released.checkpoint import read_tensors
+
+    params = {**PDAE.presets["tiny"], "resample": "resblock"}
+    shape = (3, 16, 16)
+    flat = _random(rpdae.layout(params, shape), 9)
+    nested: dict = {"optimizer": {"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 1e-4}]},
+                    "scaler": {"scale": 1.0}}
+    for key, value in flat.items():
+        top, rest = key.split(".", 1)
+        nested.setdefault(top, {})[rest] = value
+    nested["encoder"] = dict(nested["ema_encoder"])  # the non-EMA copies
+    torch.save(nested, tmp_path / "checkpoint.pt")
+    nets = rpdae.to_ours(read_tensors(tmp_path / "checkpoint.pt"), params, shape)
+    assert _equal(rpdae.to_reference(nets, params, shape), flat)
