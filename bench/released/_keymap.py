@@ -8,13 +8,16 @@ from an authors' flat checkpoint (checking that every authors' key is used or ex
 that every shape fits) and :func:`export_groups` writes it back; both are exact (a reshape or
 a row permutation, never arithmetic).
 
-Self-contained on purpose: ``bench.released.convert`` (being written on main) will host the
-generic :class:`Release` machinery; these maps are what the PDAE/DiffAE releases plug into it.
+Not (yet) a :class:`bench.released.convert.Release`: that machinery renames only (it requires
+equal shapes and copies tensors as they are), while PDAE's and DiffAE's attention weights
+need the reshape and the head reordering of :data:`KINDS`; a per-key transform hook there
+would let a ``Release`` for ``ddpm``/``pdae``/``diffae`` wrap these rules (and their
+``pretrained`` hyperparameter).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -307,7 +310,3 @@ def on_meta(build: Callable[[], Any]) -> Any:
     """Build networks without allocating their weights (only the shapes and names are read)."""
     with torch.device("meta"):
         return build()
-
-
-def prefixed(rules: Iterable[tuple[str, Rule]], prefix: str) -> dict[str, Rule]:
-    return {k: (f"{prefix}{ref}", kind) for k, (ref, kind) in rules}
