@@ -24,6 +24,12 @@ Presets, named for what they are:
   162,770 training images, 1,272 batches each), no EMA,
   the reference's learning-rate schedule (``lr_schedule = "infodiffusion"``) — the model its
   two-phase sampling and its prior-sampled FID rows come from;
+* ``released-pdae-celeba64`` — the network of PDAE's released CelebA-64 DPM (ckczzj/PDAE
+  ``pre-trained-dpms/celeba64``, loaded by ``trainer/train_representation_learning.py`` from
+  ``ema_denoise_fn``; ``model/unet.py: UNet`` with base 64, multipliers [1, 2, 4, 8], 2 blocks,
+  attention at downsample rate 4 = 16×16, 1 head, dropout 0.1, time embedding 4 · 64, linear β,
+  T = 1000) with ``resample = "resblock"``: weight-compatible with that checkpoint through
+  :mod:`bench.released.pdae` (63,958,019 parameters, equal to the reference's);
 * ``tiny`` (CPU tests) — a ~45k-parameter net (base 8 channels, two levels, one block each,
   no attention) with T = 50.
 """
@@ -36,7 +42,7 @@ import numpy as np
 import torch
 
 from bench.adapter import NotFittedError
-from methods.diffusion_base import TINY_NET, DiffusionFamily
+from methods.diffusion_base import DIFFUSION_DEFAULTS, TINY_NET, DiffusionFamily
 from methods.diffusion_training import native_convs
 
 
@@ -47,7 +53,11 @@ class DDPM(DiffusionFamily):
         "tiny": dict(TINY_NET),
         "paper": {},
         "infodiffusion-vanilla": {"batch_size": 128, "steps": 63_600, "ema_decay": 0.0, "lr_schedule": "infodiffusion"},
+        "released-pdae-celeba64": {"cond_layout": "joint", "schedule": "linear", "resample": "resblock"},
     }
+    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, "resample": "conv"}
+    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv"
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv"}
     capabilities = frozenset({"sample", "reconstruct"})
 
     @property

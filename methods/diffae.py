@@ -23,10 +23,18 @@ multipliers (1, 2, 4, 8, 8); T = 1000 linear β; Adam lr 1e-4, batch 32 × 4 GPU
 Latent DDPM: 10 layers of width 2048, constant β = 0.008, L1 ε-loss, AdamW lr 1e-4 weight
 decay 0.01, batch 512, 301 M codes (587,890 steps), 20 DDIM steps.
 
-Deviations: the denoiser's resampling and the encoder's use stride-2 / nearest-neighbour
-convs instead of DiffAE's resampling residual blocks (see :mod:`bench.diffusion.unet`; the
-encoder has 19,318,592 parameters at CelebA-64 against the reference's 19,320,512, the
-difference being those blocks' GroupNorms);
+``released-celeba64`` and ``released-ffhq128`` are the networks of DiffAE's released
+autoencoders (``templates.py: celeba64d2c_autoenc``, ``ffhq128_autoenc_130M`` ←
+``ffhq128_autoenc_base``: base 128, multipliers (1, 1, 2, 3, 4), encoder (1, 1, 2, 3, 4, 4),
+at 128 px): ``paper``'s hyperparameters (the training ones unchanged) with ``resample =
+"resblock"``, weight-compatible with the checkpoints' ``ema_model`` through
+:mod:`bench.released.diffae`.
+
+Deviations: ``paper`` (the default, ``resample = "conv"``) resamples the denoiser and the
+encoder with stride-2 / nearest-neighbour convs instead of DiffAE's resampling residual blocks
+(see :mod:`bench.diffusion.unet`; the encoder has 19,318,592 parameters at CelebA-64 against
+the reference's 19,320,512, the difference being those blocks' GroupNorms, the denoiser
+65,572,867 against 71,518,723 — ``released-celeba64`` has the reference's counts);
 the latent DDPM is trained on the codes of ``latent_samples`` training images (0 = all);
 it keeps its own EMA with the autoencoder's ``ema_decay``.
 """
@@ -51,6 +59,7 @@ AUTOENCODER_DEFAULTS: dict[str, Any] = {
     "enc_channel_mult": [1, 2, 4, 8, 8],
     "enc_num_res_blocks": 2,
     "enc_attention_resolutions": [16],
+    "resample": "conv",  # of the denoiser and the encoder; "resblock": DiffAE's (resblock_updown=True)
 }
 
 DIFFAE_DEFAULTS: dict[str, Any] = {
@@ -80,7 +89,14 @@ class DiffAE(AutoencodingDiffusion):
     """Semantic encoder + z-conditioned DDIM decoder + latent DDPM (see the module docstring)."""
 
     defaults: ClassVar[dict[str, Any]] = dict(DIFFAE_DEFAULTS)
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_AUTOENCODER), "paper": {}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(TINY_AUTOENCODER), "paper": {},
+        "released-celeba64": {"resample": "resblock"},
+        "released-ffhq128": {"resample": "resblock", "base_channels": 128, "channel_mult": [1, 1, 2, 3, 4],
+                             "enc_channel_mult": [1, 1, 2, 3, 4, 4]},
+    }
+    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv"
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv"}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: 2: the half-UNet encoder's blocks are DiffAE's (one conv, no dropout; 19.3 M at CelebA-64, was 35.0 M)
     version = "2"
@@ -97,7 +113,7 @@ class DiffAE(AutoencodingDiffusion):
             in_channels=c, image_size=h, out_dim=self.latent_dim,
             base_channels=self.enc_base_channels or self.base_channels, channel_mult=tuple(self.enc_channel_mult),
             num_res_blocks=self.enc_num_res_blocks, attention_resolutions=tuple(self.enc_attention_resolutions),
-            dropout=self.dropout, norm_groups=self.norm_groups, num_heads=self.num_heads,
+            dropout=self.dropout, norm_groups=self.norm_groups, num_heads=self.num_heads, resample=self.resample,
         )
 
     def _nets(self) -> dict[str, nn.Module]:

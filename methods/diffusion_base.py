@@ -30,7 +30,7 @@ from bench.adapter import Adapter
 from bench.diffusion.ema import EMA
 from bench.diffusion.samplers import SPACINGS
 from bench.diffusion.schedules import SCHEDULES, make_schedule
-from bench.diffusion.unet import LAYOUTS, UNet
+from bench.diffusion.unet import LAYOUTS, RESAMPLES, UNet
 from methods.diffusion_sampling import SAMPLERS, DiffusionSampling
 from methods.diffusion_training import DiffusionTraining, compile_backend
 from methods.lr_schedules import LR_SCHEDULES
@@ -128,6 +128,7 @@ class DiffusionFamily(DiffusionTraining, DiffusionSampling, Adapter):
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "schedule": SCHEDULES, "cond_layout": LAYOUTS, "sampler": SAMPLERS, "spacing": SPACINGS,
         "lr_schedule": LR_SCHEDULES, "latent_schedule": SCHEDULES, "latent_loss": ("mse", "l1"),
+        "resample": RESAMPLES,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -154,6 +155,8 @@ class DiffusionFamily(DiffusionTraining, DiffusionSampling, Adapter):
             base_channels=self.base_channels, channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
             attention_resolutions=tuple(self.attention_resolutions), dropout=self.dropout, norm_groups=self.norm_groups,
             time_embed_dim=self.time_embed_dim or None, cond_layout=self.cond_layout, num_heads=self.num_heads,
+            # the methods that declare it (DDPM, PDAE's DPM, DiffAE): the authors' networks resample in residual blocks
+            **({"resample": self.resample} if "resample" in self._params else {}),
         )
 
     def _build(self, input_shape: tuple[int, int, int]) -> None:

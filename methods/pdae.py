@@ -38,9 +38,18 @@ no weight decay, EMA 0.9999, batch 32 per GPU (``config/celeba64_representation_
 trains until stopped: the stage-2 and latent step counts (200,000 and 200,000) are this
 harness's choice. ``tiny`` is for CPU tests.
 
-Deviations: the DPM's resampling is a stride-2 / nearest-neighbour conv instead of
-resampling residual blocks (see :mod:`bench.diffusion.unet`), so the DPM is not
-weight-compatible with the reference's checkpoints.
+``released`` is ``paper`` with ``resample = "resblock"``: the DPM (the ``dpm`` component,
+:class:`methods.ddpm.DDPM` preset ``released-pdae-celeba64``), the encoder and G are the
+networks of PDAE's released CelebA-64 models (``pre-trained-dpms/celeba64``,
+``trained-models/autoencoder/celeba64``: ``model/unet.py``, ``model/shift_unet.py``,
+``model/representation_learning/encoder/celeba64.py``), weight-compatible with them through
+:mod:`bench.released.pdae` (DPM 63,958,019 parameters, encoder 1,487,104, G 52,007,811, as
+the reference's).
+
+Deviations: ``paper`` (the default, ``resample = "conv"``) resamples the DPM with a stride-2 /
+nearest-neighbour conv instead of resampling residual blocks (see :mod:`bench.diffusion.unet`):
+59.39 M DPM parameters instead of 63.96 M, not weight-compatible with the reference's
+checkpoints; ``released`` is.
 
 DDIM chains are the reference's (``diffusion/ddim.py``): ``spacing = "linspace"`` takes the
 levels ⌊linspace(0, T − 1, S + 1)⌋ with level 0 standing for the data, so the 1000-step
@@ -66,7 +75,7 @@ from methods.diffusion_base import DIFFUSION_DEFAULTS, DIFFUSION_RANGES, TINY_NE
 
 #: the hyperparameters that define the frozen DPM (passed to the ``dpm`` component as they are)
 DPM_KEYS = ("base_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout", "norm_groups",
-            "time_embed_dim", "cond_layout", "num_heads", "schedule", "timesteps")
+            "time_embed_dim", "cond_layout", "num_heads", "schedule", "timesteps", "resample")
 #: stage-1 training hyperparameters: ``dpm_<key>`` of the dependant is ``<key>`` of the DPM
 DPM_TRAINING = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "grad_clip")
 
@@ -99,6 +108,7 @@ PDAE_DEFAULTS: dict[str, Any] = {
     "time_embed_dim": 0,
     "cond_layout": "joint",
     "schedule": "linear",
+    "resample": "conv",  # "resblock": the reference's resampling residual blocks (preset "released")
     # stage 1: how the DPM component is trained
     "dpm_steps": 562_500,
     "dpm_batch_size": 128,
@@ -179,8 +189,10 @@ class PDAE(AutoencodingDiffusion):
     """Encoder + gradient estimator on a frozen ``ddpm`` component (see the module docstring)."""
 
     defaults: ClassVar[dict[str, Any]] = dict(PDAE_DEFAULTS)
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_PDAE), "paper": {}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_PDAE), "paper": {}, "released": {"resample": "resblock"}}
     ranges = PDAE_RANGES
+    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv"
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv"}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     components = {"dpm": Component("ddpm", params=dpm_params)}
     latent_noise_clamp = 1.0

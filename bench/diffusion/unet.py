@@ -51,10 +51,17 @@ Encoders (z = Enc(x_0)):
   image-shaped map → time-free UNet), used by the autoencoder family's ``architecture =
   "infodiffusion"``.
 
-Deviations (documented): down/up-sampling is a stride-2 conv / nearest-neighbour
-upsampling followed by a 3×3 conv (DDPM, InfoDiffusion) everywhere, whereas DiffAE's
-BigGAN-style blocks resample inside residual blocks (``resblock_updown=True``); attention
-is single-head by default and uses ``F.scaled_dot_product_attention``.
+Resampling (``resample``): by default (``"conv"``) down/up-sampling is a stride-2 conv /
+nearest-neighbour upsampling followed by a 3×3 conv (DDPM, InfoDiffusion); ``"resblock"``
+builds the BigGAN-style blocks of PDAE's and DiffAE's reference UNets and DiffAE's encoder
+(improved-diffusion's ``resblock_updown=True``: a residual block with the level's
+conditioning whose GroupNorm–SiLU output and skip path are 2×2 average-pooled / nearest-
+upsampled before its first conv; ckczzj/PDAE ``model/module.py: ResBlock(down=True)``,
+phizaz/diffae ``model/blocks.py: ResBlock``). Only ``"resblock"`` is weight-compatible with
+the authors' checkpoints (:mod:`bench.released`). Attention is single-head by default and
+uses ``F.scaled_dot_product_attention`` with q, k, v split before the heads (the reference's
+``QKVAttention``; their default ``QKVAttentionLegacy`` order differs only for several heads,
+which the checkpoint converters permute).
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ import torch.nn.functional as F
 from torch import nn
 
 LAYOUTS = ("joint", "separate", "joint-shift", "bias")
+#: how the UNet halves and doubles its side: ``"conv"`` a stride-2 3×3 conv / nearest + 3×3 conv (DDPM,
+#: InfoDiffusion); ``"resblock"`` a residual block that resamples inside (BigGAN, improved-diffusion's
+#: ``resblock_updown=True``; PDAE ``model/module.py: ResBlock(up/down)``, DiffAE ``model/blocks.py``)
+RESAMPLES = ("conv", "resblock")
 TIME_ENCODINGS = ("sinusoidal", "fourier")
 
 
@@ -135,12 +146,20 @@ class ResBlock(nn.Module):
         attention: bool = False,
         num_heads: int = 1,
         single_conv: bool = False,
+        resample: str | None = None,
     ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"ResBlock: layout must be one of {LAYOUTS}, got {layout!r}")
         if single_conv and (time_dim or cond_dim):
             raise ValueError("ResBlock: single_conv blocks take no time embedding and no code")
+        if resample not in (None, "down", "up"):
+            raise ValueError(f"ResBlock: resample must be None, 'down' or 'up', got {resample!r}")
+        if resample and (in_channels != out_channels or attention):
+            raise ValueError("ResBlock: a resampling block keeps its channels and has no attention")
+        #: ``"down"`` (2×2 average pooling) or ``"up"`` (nearest ×2) of both paths between the input's
+        #: GroupNorm–SiLU and the first conv (improved-diffusion's ``resblock_updown``), or None
+        self.resample = resample
         self.in_layers = nn.Sequential(
             _group_norm(groups, in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
         )
@@ -170,13 +189,45 @@ class ResBlock(nn.Module):
         self.attention = AttentionBlock(out_channels, groups, num_heads) if attention else None
 
     def forward(self, x: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = self.in_layers(x)
+        if self.resample:
+            h = _resample(self.in_layers[1](self.in_layers[0](x)), self.resample)
+            x = _resample(x, self.resample)
+            h = self.in_layers[2](h)
+        else:
+            h = self.in_layers(x)
         for name, proj in self.biases.items():
             h = h + proj(conds[name]).to(h.dtype)[:, :, None, None]
         for stage in self.stages:
             h = stage(h, conds)
         h = self.skip(x) + h
         return self.attention(h) if self.attention is not None else h
+
+
+def _resample(x: torch.Tensor, direction: str) -> torch.Tensor:
+    """2×2 average pooling (``"down"``) or nearest-neighbour ×2 (``"up"``), the resampling blocks' parameter-free ops."""
+    return F.avg_pool2d(x, 2) if direction == "down" else F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def _check_resample(resample: str, owner: str) -> None:
+    if resample not in RESAMPLES:
+        raise ValueError(f"{owner}: resample must be one of {RESAMPLES}, got {resample!r}")
+
+
+def _downsampler(channels: int, resample: str, block_kw: dict) -> nn.Module:
+    if resample == "resblock":
+        return ResBlock(channels, channels, resample="down", **block_kw)
+    return Downsample(channels)
+
+
+def _upsampler(channels: int, resample: str, block_kw: dict) -> nn.Module:
+    if resample == "resblock":
+        return ResBlock(channels, channels, resample="up", **block_kw)
+    return Upsample(channels)
+
+
+def _reads_skip(block: nn.Module) -> bool:
+    """Whether an up-path block takes the next skip feature (a residual block that does not resample)."""
+    return isinstance(block, ResBlock) and block.resample is None
 
 
 class AttentionBlock(nn.Module):
@@ -232,7 +283,8 @@ class _DownPath(nn.Module):
     """Head conv, the down levels and the middle blocks; returns the skip features too."""
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int, channel_mult: Sequence[int],
-                 num_res_blocks: int, attention_resolutions: Sequence[int], block_kw: dict) -> None:
+                 num_res_blocks: int, attention_resolutions: Sequence[int], block_kw: dict,
+                 resample: str = "conv") -> None:
         super().__init__()
         self.head = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.blocks = nn.ModuleList()
@@ -245,7 +297,7 @@ class _DownPath(nn.Module):
                 now = out
                 self.skip_channels.append(now)
             if level != len(channel_mult) - 1:
-                self.blocks.append(Downsample(now))
+                self.blocks.append(_downsampler(now, resample, block_kw))
                 self.skip_channels.append(now)
                 side //= 2
         self.middle = _middle(now, block_kw)
@@ -276,7 +328,8 @@ def _middle(channels: int, block_kw: dict) -> nn.ModuleList:
 
 
 def _up_path(skip_channels: Sequence[int], channels: int, side: int, base_channels: int, channel_mult: Sequence[int],
-             num_res_blocks: int, attention_resolutions: Sequence[int], block_kw: dict) -> tuple[nn.ModuleList, int]:
+             num_res_blocks: int, attention_resolutions: Sequence[int], block_kw: dict,
+             resample: str = "conv") -> tuple[nn.ModuleList, int]:
     """The decoder half: per level ``num_res_blocks + 1`` blocks reading one skip each, then an upsample."""
     skips = list(skip_channels)
     now, up = channels, nn.ModuleList()
@@ -286,7 +339,7 @@ def _up_path(skip_channels: Sequence[int], channels: int, side: int, base_channe
             up.append(ResBlock(skips.pop() + now, out, attention=side in attention_resolutions, **block_kw))
             now = out
         if level != 0:
-            up.append(Upsample(now))
+            up.append(_upsampler(now, resample, block_kw))
             side *= 2
     return up, now
 
@@ -294,7 +347,10 @@ def _up_path(skip_channels: Sequence[int], channels: int, side: int, base_channe
 def _run_up(up: nn.ModuleList, h: torch.Tensor, skips: list[torch.Tensor], conds: dict[str, torch.Tensor]) -> torch.Tensor:
     skips = list(skips)
     for block in up:
-        h = block(torch.cat([h, skips.pop()], dim=1), conds) if isinstance(block, ResBlock) else block(h)
+        if _reads_skip(block):
+            h = block(torch.cat([h, skips.pop()], dim=1), conds)
+        else:
+            h = block(h, conds) if isinstance(block, ResBlock) else block(h)
     return h
 
 
@@ -344,9 +400,11 @@ class UNet(nn.Module):
         time_conditioned: bool = True,
         num_heads: int = 1,
         time_encoding: str = "sinusoidal",
+        resample: str = "conv",
     ) -> None:
         super().__init__()
         check_side(image_size, channel_mult, "UNet")
+        _check_resample(resample, "UNet")
         if cond_layout not in LAYOUTS:
             raise ValueError(f"UNet: cond_layout must be one of {LAYOUTS}, got {cond_layout!r}")
         if time_encoding not in TIME_ENCODINGS:
@@ -378,14 +436,14 @@ class UNet(nn.Module):
         block_kw = dict(time_dim=time_dim, cond_dim=block_cond, dropout=dropout, groups=norm_groups,
                         layout=cond_layout, num_heads=num_heads)
         self.down = _DownPath(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
-                              attention_resolutions, block_kw)
+                              attention_resolutions, block_kw, resample)
         self.up, now = _up_path(self.down.skip_channels, self.down.out_channels, self.down.out_side, base_channels,
-                                channel_mult, num_res_blocks, attention_resolutions, block_kw)
+                                channel_mult, num_res_blocks, attention_resolutions, block_kw, resample)
         self.out = nn.Sequential(_group_norm(norm_groups, now), nn.SiLU(), _zero(nn.Conv2d(now, out_channels, 3, padding=1)))
         #: what a decoder half mirroring this one needs (:class:`ShiftDecoder`)
         self.arch = dict(base_channels=base_channels, channel_mult=tuple(channel_mult), num_res_blocks=num_res_blocks,
                          attention_resolutions=tuple(attention_resolutions), dropout=dropout, norm_groups=norm_groups,
-                         num_heads=num_heads, time_dim=time_dim, out_channels=out_channels)
+                         num_heads=num_heads, time_dim=time_dim, out_channels=out_channels, resample=resample)
 
     def conditions(self, t: torch.Tensor | None, z: torch.Tensor | None) -> dict[str, torch.Tensor]:
         conds: dict[str, torch.Tensor] = {}
@@ -444,7 +502,7 @@ class ShiftDecoder(nn.Module):
         self.middle = _middle(unet.down.out_channels, block_kw)
         self.up, now = _up_path(unet.down.skip_channels, unet.down.out_channels, unet.down.out_side,
                                 arch["base_channels"], arch["channel_mult"], arch["num_res_blocks"],
-                                arch["attention_resolutions"], block_kw)
+                                arch["attention_resolutions"], block_kw, arch["resample"])
         self.out = nn.Sequential(_group_norm(arch["norm_groups"], now), nn.SiLU(),
                                  _zero(nn.Conv2d(now, arch["out_channels"], 3, padding=1)))
 
@@ -462,13 +520,14 @@ class HalfUNetEncoder(nn.Module):
     def __init__(self, *, in_channels: int, image_size: int, out_dim: int, base_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 4, 8, 8), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (16,), dropout: float = 0.1, norm_groups: int = 32,
-                 num_heads: int = 1) -> None:
+                 num_heads: int = 1, resample: str = "conv") -> None:
         super().__init__()
         check_side(image_size, channel_mult, "HalfUNetEncoder")
+        _check_resample(resample, "HalfUNetEncoder")
         block_kw = dict(time_dim=None, cond_dim=None, dropout=dropout, groups=norm_groups, layout="joint",
                         num_heads=num_heads, single_conv=True)
         self.down = _DownPath(in_channels, image_size, base_channels, channel_mult, num_res_blocks,
-                              attention_resolutions, block_kw)
+                              attention_resolutions, block_kw, resample)
         ch = self.down.out_channels
         self.out = nn.Sequential(_group_norm(norm_groups, ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                  nn.Conv2d(ch, out_dim, 1), nn.Flatten())
@@ -484,12 +543,12 @@ class UNetMapEncoder(nn.Module):
     def __init__(self, *, in_channels: int, image_size: int, out_dim: int, base_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 4, 8), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (16,), dropout: float = 0.1, norm_groups: int = 32,
-                 num_heads: int = 1) -> None:
+                 num_heads: int = 1, resample: str = "conv") -> None:
         super().__init__()
         self.unet = UNet(in_channels=in_channels, out_channels=1, image_size=image_size, base_channels=base_channels,
                          channel_mult=channel_mult, num_res_blocks=num_res_blocks,
                          attention_resolutions=attention_resolutions, dropout=dropout, norm_groups=norm_groups,
-                         time_conditioned=False, num_heads=num_heads)
+                         time_conditioned=False, num_heads=num_heads, resample=resample)
         # the reference initialises its output conv with gain 1e-5, not 0: a zero map would give
         # every image the same code, and the linear map below would get no gradient
         nn.init.xavier_uniform_(self.unet.out[-1].weight, gain=1e-5)
