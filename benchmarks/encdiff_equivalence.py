@@ -40,6 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.disdiff_latent_equivalence import _randomise  # noqa: E402
 from benchmarks.reference_counts import _import_with_stubs, n_params  # noqa: E402
 
 COMMIT = "596a29d"
@@ -50,22 +51,6 @@ UNET = dict(image_size=16, in_channels=3, out_channels=3, model_channels=64, att
             num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_scale_shift_norm=True, resblock_updown=True,
             use_spatial_transformer=True, context_dim=16, latent_unit=20)
 ENCODER = dict(d=128, context_dim=16, latent_unit=20)
-
-
-def _randomise(module: nn.Module, gen: torch.Generator) -> None:
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            elif name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
-            elif name.endswith("running_var"):
-                b.copy_(0.75 + 0.5 * torch.rand(b.shape, generator=gen))
 
 
 def reference(git_dir: str, seed: int):

@@ -137,7 +137,17 @@ def _scale_factor(tensors: Layout) -> float:
     return float(value) if torch.is_tensor(value) else 1.0
 
 
-class LDMRelease(Release):
+class _LatentRelease(Release):
+    """A latent-diffusion adapter's state: its networks, no curve, the file's ``scale_factor``."""
+
+    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
+        return {"nets": groups, "history": [], "scale_factor": _scale_factor(tensors)}
+
+    def extra_reference(self, adapter) -> dict[str, torch.Tensor]:
+        return {"scale_factor": torch.tensor(float(adapter.scale_factor_))}
+
+
+class LDMRelease(_LatentRelease):
     method = "ldm"
     files = ("a LatentDiffusion checkpoint (LDM; DisDiff's ldm.ckpt, or a disdiff.ckpt, whose frozen DPM is read) "
              "with model.diffusion_model.* of an openaimodel UNetModel")
@@ -160,14 +170,8 @@ class LDMRelease(Release):
             return "DisDiff's EMA (its own stage converts it)"
         return _common(key, layout)
 
-    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
-        return {"nets": groups, "history": [], "scale_factor": _scale_factor(tensors)}
 
-    def extra_reference(self, adapter) -> dict[str, torch.Tensor]:
-        return {"scale_factor": torch.tensor(float(adapter.scale_factor_))}
-
-
-class EncDiffRelease(Release):
+class EncDiffRelease(_LatentRelease):
     method = "encdiff"
     files = "an EncDiff LatentDiffusion checkpoint (model.diffusion_model.* of openaimodel_enc's UNetModel, cond_stage_model.* of its Encoder4)"
 
@@ -187,14 +191,8 @@ class EncDiffRelease(Release):
             return "the first stage's (the vq-f4 component converts it)"
         return _common(key, layout)
 
-    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
-        return {"nets": groups, "history": [], "scale_factor": _scale_factor(tensors)}
 
-    def extra_reference(self, adapter) -> dict[str, torch.Tensor]:
-        return {"scale_factor": torch.tensor(float(adapter.scale_factor_))}
-
-
-class DisDiffRelease(Release):
+class DisDiffRelease(_LatentRelease):
     method = "disdiff"
     files = ("DisDiff's disdiff.ckpt (a LatentDiffusion checkpoint of openaimodel_shift's UNetModel with the shift "
              "decoder, part_latents, part_emb and repre_embed, and cond_stage_model.* of Encoder4)")
@@ -220,9 +218,3 @@ class DisDiffRelease(Release):
         if name.startswith(UNET) and name[len(UNET):].split(".")[0] in FROZEN:
             return "the frozen DPM's (the ldm component converts it)"
         return _common(key, layout)
-
-    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
-        return {"nets": groups, "history": [], "scale_factor": _scale_factor(tensors)}
-
-    def extra_reference(self, adapter) -> dict[str, torch.Tensor]:
-        return {"scale_factor": torch.tensor(float(adapter.scale_factor_))}

@@ -234,8 +234,10 @@ def latent_layout(params: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
 def latent_to_ours(reference: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """A flattened latent-DDPM checkpoint plus its statistics file → the ``pdae`` adapter's ``state["latent"]``.
 
-    ``reference``: ``flatten(checkpoint)`` with ``flatten({"latents": torch.load("trained-models/latents/<data>.pt")})``
-    merged in (keys ``latents.mean``, ``latents.std``). Returns ``{"net": {...}, "z_mean", "z_std", "history": []}``.
+    ``reference``: ``flatten(checkpoint)`` with the statistics file merged in under ``latents.``
+    (``{"latents." + k: v for k, v in read_tensors("trained-models/latents/<data>.pt").items()}``, read with
+    :func:`bench.released.checkpoint.read_tensors`, which never runs pickled code: keys ``latents.mean``,
+    ``latents.std``). Returns ``{"net": {...}, "z_mean", "z_std", "history": []}``.
     Raises ``ValueError`` naming the first key that does not fit.
     """
     groups, shapes = _latent_groups(params)
