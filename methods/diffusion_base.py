@@ -21,6 +21,7 @@ the optimiser state: a saved adapter evaluates, it does not resume training.
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Any, ClassVar
 
 import torch
@@ -228,10 +229,13 @@ class DiffusionFamily(DiffusionTraining, DiffusionSampling, Adapter):
 
     # -- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "nets": {name: _cpu_state(self._eval_net(name)) for name in self._nets()},
             "history": [list(h) for h in getattr(self, "history_", [])],
         }
+        if self._params.get("keep_live"):  # the live weights beside the EMA ones (methods that declare keep_live)
+            state["live_nets"] = {name: _cpu_state(self._live_net(name)) for name in self._nets()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
         self._build(input_shape)
@@ -239,6 +243,21 @@ class DiffusionFamily(DiffusionTraining, DiffusionSampling, Adapter):
             net.load_state_dict(state["nets"][name])
             net.eval()
         self.history_ = [tuple(h) for h in state.get("history", [])]
+        self.live_state_ = state.get("live_nets")
+
+    def _live_net(self, name: str) -> nn.Module:
+        """Network ``name`` with its live (non-EMA) weights: the trained module itself after :meth:`fit`; after
+        :meth:`load`, a copy with the checkpoint's ``live_nets`` (saved only with ``keep_live = true``)."""
+        if name in self.emas_ or "live_state_" not in self.__dict__:
+            return self._nets()[name]  # just trained (or no EMA: the live weights are the evaluated ones)
+        if self.live_state_ is None:
+            if self.ema_decay == 0:
+                return self._nets()[name]
+            raise ValueError(f"{type(self).__name__}: this checkpoint holds only the EMA weights of {name!r}; the "
+                             "live ones are kept when the model is trained with keep_live = true")
+        net = copy.deepcopy(self._nets()[name])
+        net.load_state_dict(self.live_state_[name])
+        return net.eval()
 
 
 def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:

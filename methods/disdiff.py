@@ -31,8 +31,9 @@ shift decoder and part embedding only (the encoder is trained but not averaged),
 the MPI3D config — the reference's ``main.py`` overwrites it with 1.0 unless
 ``--dis_weight`` is passed); N = 6 units × D = 32 in every shipped config. The shift
 decoder has its own dropout 0 and 8 attention heads (the reference's shift UNet config), not
-the frozen DPM's. The frozen DPM holds the DPM component's EMA weights (the reference's
-``load_ema_ckpt`` loads the live ones; a ``ddpm`` checkpoint here keeps only its EMA weights).
+the frozen DPM's. The frozen DPM holds the DPM component's EMA weights by default;
+``frozen_weights = "live"`` freezes its live ones, as the reference's ``load_ema_ckpt`` does (the
+component is then trained with ``keep_live = true``, which saves them beside the EMA ones).
 
 **Latent space** (``space = "latent"``, the paper's main setting and the default): the frozen
 DPM is the ``ldm`` component (:mod:`methods.ldm`: LDM's UNet on the scaled latents of a
@@ -79,6 +80,8 @@ from methods.pdae import DPM_KEYS, DPM_TRAINING, PDAE, PDAE_DEFAULTS, PDAE_RANGE
 _PDAE_ONLY = ("latent_dim", "enc_channels", "enc_attention_resolutions", "enc_num_heads", "weight_gamma")
 
 SPACES = ("latent", "pixel")
+#: which weights of the trained DPM component DisDiff freezes: its EMA ones (ours) or its live ones (the reference)
+FROZEN_WEIGHTS = ("ema", "live")
 
 #: the pixel-space variant's frozen DPM: PDAE's (its architecture, schedule and stage-1 training)
 PIXEL_DPM: dict[str, Any] = {"space": "pixel", **{k: PDAE_DEFAULTS[k] for k in DPM_KEYS},
@@ -106,7 +109,7 @@ DISDIFF_DEFAULTS: dict[str, Any] = {
     "stop_percent": 0.0,
 }
 
-DISDIFF_RANGES = {**PDAE_RANGES, "space": SPACES, "num_units": ">= 1", "unit_dim": ">= 1", "enc_width": ">= 1",
+DISDIFF_RANGES = {**PDAE_RANGES, "space": SPACES, "frozen_weights": FROZEN_WEIGHTS, "num_units": ">= 1", "unit_dim": ">= 1", "enc_width": ">= 1",
                   "shift_dropout": "[0, 1)", "shift_num_heads": ">= 1",
                   "l_simple_weight": ">= 0", "dis_weight": ">= 0"}
 
@@ -130,10 +133,22 @@ def in_pixel_space(params: dict[str, Any]) -> bool:
     return not first_stage_needed(params)
 
 
+def _keep_live(params: dict[str, Any]) -> dict[str, Any]:
+    """``keep_live = true`` for the DPM component when DisDiff freezes its live weights (else nothing: the
+    component is the one every other cell shares)."""
+    return {"keep_live": True} if params["frozen_weights"] == "live" else {}
+
+
+def pixel_dpm_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``ddpm`` component's hyperparameters for a pixel-space DisDiff cell (PDAE's, plus ``keep_live``)."""
+    return {**dpm_params(params), **_keep_live(params)}
+
+
 def ldm_params(params: dict[str, Any]) -> dict[str, Any]:
     """The ``ldm`` component's hyperparameters for a latent DisDiff cell with ``params`` (as :func:`dpm_params`)."""
     return {**{k: params[k] for k in LDM_KEYS}, **{k: params[f"dpm_{k}"] for k in DPM_TRAINING},
-            "cpu_native_conv": params["cpu_native_conv"], "hflip": params["hflip"], "pretrained": params["pretrained"]}
+            "cpu_native_conv": params["cpu_native_conv"], "hflip": params["hflip"], "pretrained": params["pretrained"],
+            **_keep_live(params)}
 
 
 class PartEmbedding(nn.Module):
@@ -159,17 +174,18 @@ class PartEmbedding(nn.Module):
 class DisDiff(LatentSpace, PDAE):
     """PDAE with N latent units, one gradient field each, and the disentangling loss (module docstring)."""
 
-    defaults: ClassVar[dict[str, Any]] = {**DISDIFF_DEFAULTS, "pretrained": ""}
+    defaults: ClassVar[dict[str, Any]] = {**DISDIFF_DEFAULTS, "pretrained": "", "frozen_weights": "ema"}
     #: ``pretrained``: a released disdiff.ckpt to convert instead of training (:mod:`bench.released`); its
-    #: frozen DPM (the ``ldm`` component) and first stage come from the same file
-    added_params: ClassVar[dict[str, Any]] = {"pretrained": ""}
+    #: frozen DPM (the ``ldm`` component) and first stage come from the same file. ``frozen_weights``: the DPM
+    #: component's EMA weights ("ema") or its live ones ("live", the reference's ``load_ema_ckpt``)
+    added_params: ClassVar[dict[str, Any]] = {"pretrained": "", "frozen_weights": "ema"}
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_DISDIFF), "tiny-pixel": dict(TINY_DISDIFF_PIXEL),
                                                     "paper": {}, "paper-pixel": dict(PIXEL_DPM)}
     ranges = DISDIFF_RANGES
-    choices = {**PDAE.choices, "space": SPACES}
+    choices = {**PDAE.choices, "space": SPACES, "frozen_weights": FROZEN_WEIGHTS}
     capabilities = frozenset({"sample", "decode", "reconstruct", "latent_units"})
     components = {
-        "dpm": Component("ddpm", params=dpm_params, when=in_pixel_space,
+        "dpm": Component("ddpm", params=pixel_dpm_params, when=in_pixel_space,
                          preset={"paper-pixel": "paper", "tiny-pixel": "tiny"}),
         "ldm": Component("ldm", params=ldm_params, when=first_stage_needed),
     }
@@ -196,6 +212,10 @@ class DisDiff(LatentSpace, PDAE):
     # -- the frozen DPM and the first stage ----------------------------------------------
     def _dpm_component(self) -> tuple[str, tuple[str, ...]]:
         return ("ldm", LDM_KEYS) if self._in_latent_space() else ("dpm", DPM_KEYS)
+
+    def _frozen_unet(self, dpm) -> torch.nn.Module:
+        """The DPM component's UNet with the weights ``frozen_weights`` names."""
+        return dpm._live_net("unet") if self.frozen_weights == "live" else dpm._eval_net("unet")
 
     def _first_stage(self):
         """The latent DPM's ``vq-f4`` (None in pixel space): the first stage its latents come from."""

@@ -86,10 +86,10 @@ TINY_LDM: dict[str, Any] = {
 class LDM(LatentSpace, DDPM):
     """ε_θ on the scaled latents of a ``vq-f4`` component (see the module docstring)."""
 
-    defaults: ClassVar[dict[str, Any]] = {**LDM_DEFAULTS, "pretrained": ""}
+    defaults: ClassVar[dict[str, Any]] = {**LDM_DEFAULTS, "pretrained": "", "keep_live": False}
     #: ``pretrained``: a released checkpoint to convert instead of training (:mod:`bench.released`); its
-    #: first stage comes from the same file
-    added_params: ClassVar[dict[str, Any]] = {"pretrained": ""}
+    #: first stage comes from the same file. ``keep_live``: as :class:`methods.ddpm.DDPM`'s
+    added_params: ClassVar[dict[str, Any]] = {"pretrained": "", "keep_live": False}
     ranges = {**DIFFUSION_RANGES, "loss_type": LOSS_TYPES}
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_LDM), "paper": {}}
     capabilities = frozenset({"sample", "reconstruct"})

@@ -244,6 +244,10 @@ class PDAE(AutoencodingDiffusion):
                                  f"model expects {key}={self._params[key]!r}")
         return dpm
 
+    def _frozen_unet(self, dpm) -> nn.Module:
+        """The DPM component's UNet this model freezes: its EMA weights, as PDAE's ``load_trained_ddpm`` reads."""
+        return dpm._eval_net("unet")
+
     # -- networks ----------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, int, int]) -> None:
         dpm = self._frozen_dpm()
@@ -257,7 +261,7 @@ class PDAE(AutoencodingDiffusion):
         self.latent_net_ = None
         self.latent_ema_ = None
         # a private copy: moving or casting it never touches the component's own adapter
-        self.unet_ = copy.deepcopy(dpm._eval_net("unet")).eval().requires_grad_(False)
+        self.unet_ = copy.deepcopy(self._frozen_unet(dpm)).eval().requires_grad_(False)
         self.frozen_ = FrozenPass(self.unet_)
         self._tables: dict[tuple[str, str], torch.Tensor] = {}
         self._build_stage2(input_shape)

@@ -303,3 +303,36 @@ def test_disdiff_shift_decoder_has_the_reference_dropout_and_heads_and_the_dpm_t
     assert heads == {8} and drops <= {0.0}
     assert DisDiff.ema_warmup and DisDiff.warmup_start == 1e-6 and not PDAE.ema_warmup
     assert dpm_params(PDAE(hflip=True).get_params())["hflip"] is True
+
+
+def test_disdiff_can_freeze_the_dpms_live_weights_as_the_reference_does(data):
+    """``frozen_weights = "live"`` (the reference's ``load_ema_ckpt`` reads the live ``model.`` keys): the component
+    keeps its live weights in its checkpoint and DisDiff freezes those; the default freezes the EMA ones and leaves
+    the shared component's parameters (and so its stage id) as they were."""
+    live = DisDiff.from_preset("tiny-pixel", **FAST, frozen_weights="live")
+    params = {**DDPM.presets["tiny"], **DisDiff.components["dpm"].params(live.get_params()), "steps": 6,
+              "ema_decay": 0.5}
+    assert params["keep_live"] is True
+    assert "keep_live" not in DisDiff.components["dpm"].params(DisDiff.from_preset("tiny-pixel").get_params())
+    assert DDPM.identity_params(DDPM(**{**params, "keep_live": False}).get_params()) == \
+        DDPM.identity_params({k: v for k, v in DDPM(**params).get_params().items() if k != "keep_live"})
+
+    trained = DDPM(**params).fit(data, seed=0)
+    state = trained.state_dict()
+    reloaded = DDPM(**params)
+    reloaded.load_state_dict(state, trained.input_shape)
+    reloaded._fitted = True
+    live_weights = {k: v.clone() for k, v in trained.unet_.state_dict().items()}
+    ema_weights = _unet_state(trained)
+    assert any(not torch.equal(live_weights[k], ema_weights[k]) for k in live_weights)
+
+    model = live.fit(data, seed=0, components={"dpm": reloaded})
+    assert all(torch.equal(model.unet_.state_dict()[k], live_weights[k]) for k in live_weights)
+    default = DisDiff.from_preset("tiny-pixel", **FAST).fit(data, seed=0, components={"dpm": reloaded})
+    assert all(torch.equal(default.unet_.state_dict()[k], ema_weights[k]) for k in ema_weights)
+
+    ema_only = DDPM(**{**params, "keep_live": False})
+    ema_only.load_state_dict(DDPM(**{**params, "keep_live": False}).fit(data, seed=0).state_dict(), trained.input_shape)
+    ema_only._fitted = True
+    with pytest.raises(ValueError, match="keep_live"):
+        DisDiff.from_preset("tiny-pixel", **FAST, frozen_weights="live").fit(data, seed=0, components={"dpm": ema_only})
