@@ -339,3 +339,26 @@ def test_ldm_spacing_is_latent_diffusions_ddim():
     np.testing.assert_allclose(ours.double().numpy(), ref, rtol=1e-5, atol=1e-4)  # float32 against float64
     with pytest.raises(ValueError, match="ldm"):
         sampler.set_timesteps(1000)
+
+
+def test_ddim_with_eta_adds_noise_down_to_level_zero_as_latent_diffusions_sampler():
+    """LDM's p_sample_ddim adds σ_t·z on every step, the last one (to level 0, ᾱ_0 < 1) included:
+    x_prev = √ᾱ_prev x̂_0 + √(1 − ᾱ_prev − σ²) ε̂ + σ z, σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev)."""
+    from bench.diffusion.samplers import DDIMSampler
+    from bench.diffusion.schedules import make_schedule
+
+    schedule = make_schedule("linear", 1000)
+    ab = schedule.alphas_cumprod.double().numpy()
+    sampler = DDIMSampler(schedule, eta=1.0, spacing="ldm")
+    sampler.set_timesteps(50)
+    x, eps = torch.randn(2, 3, generator=torch.Generator().manual_seed(0)), torch.randn(2, 3)
+    for t, t_prev in ((21, 1), (1, 0)):  # the last two steps of the chain
+        assert sampler.prev_timestep(t) == t_prev
+        a_t, a_prev = ab[t], ab[t_prev]
+        sigma = np.sqrt((1 - a_prev) / (1 - a_t)) * np.sqrt(1 - a_t / a_prev)
+        assert sigma > 0
+        x0 = (x.double() - np.sqrt(1 - a_t) * eps.double()) / np.sqrt(a_t)
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+        ref = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sigma**2) * eps.double() + sigma * z.double()
+        ours = sampler.step(eps, t, x, generator=torch.Generator().manual_seed(7))
+        np.testing.assert_allclose(ours.double().numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)

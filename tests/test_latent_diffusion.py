@@ -227,3 +227,21 @@ def test_attention_maps_are_per_token_weights_that_sum_to_one(first_stage, tiny_
     adagn = EncDiff.from_preset("tiny", conditioning="adagn")
     with pytest.raises(ValueError, match="no cross-attention maps"):
         adagn.attention_maps(x)
+
+
+def test_encdiff_trains_and_samples_like_latent_diffusion(first_stage, tiny_data):
+    """EncDiff's reference is LDM's LatentDiffusion: LambdaLinearScheduler's warm-up from 1e-6 of the rate
+    (f_start in the shipped configs), LitEma's decay warm-up min(d, (1 + n)/(10 + n)) with n counted from 1, DDIM on LDM's
+    timesteps τ_i = i·T/S + 1, and fp32 (no autocast) like every reference."""
+    model = EncDiff.from_preset("tiny", **{**FAST, "warmup_steps": 100, "ema_decay": 0.999})
+    model.components_ = {"first_stage": first_stage}
+    state = model.setup_training(tiny_data, seed=0)
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(model.lr * 1e-6)
+    state.scheduler.step()
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(model.lr * (1e-6 + (1 - 1e-6) / 100))
+    ema, _ = state.emas[0]
+    assert ema.current_decay() == pytest.approx(2 / 11)  # LitEma counts the update first: min(0.999, (1 + 1)/(10 + 1))
+    assert model.amp_bf16 is False
+    for steps in (25, 20):  # make_ddim_timesteps: range(0, T, T // S) + 1 (T = 50: 25 steps for S = 20 too)
+        taus = np.asarray(list(range(0, model.timesteps, model.timesteps // steps))) + 1
+        assert model._ddim(steps).timesteps.tolist() == taus[::-1].tolist() and len(taus) == 25

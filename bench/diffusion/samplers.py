@@ -93,7 +93,8 @@ class Sampler:
         the other levels and ends at level 0 (``final``), whose ᾱ_0 < 1, and the inversion
         (:func:`ddim_invert`) starts there. Every chain of any S then starts at T − 1.
         ``"ldm"`` is latent diffusion's DDIM (``make_ddim_timesteps``, ``uniform``): τ_i =
-        i·⌊T/S⌋ + 1 and ``alphas_prev[0] = ᾱ_0``, i.e. the chain ends at level 0 (S < T).
+        i·⌊T/S⌋ + 1 for i·⌊T/S⌋ < T (⌈T/⌊T/S⌋⌉ steps, S when S divides T) and ``alphas_prev[0] = ᾱ_0``,
+        i.e. the chain ends at level 0 (S < T).
         """
         T = self.schedule.num_timesteps
         S = T if num_inference_steps is None else num_inference_steps
@@ -109,8 +110,8 @@ class Sampler:
             self.final, steps = levels[0], torch.tensor(levels[1:], dtype=torch.long)
         elif num_inference_steps is None:  # every timestep LDM's offset chain can visit: 1 … T − 1, then level 0
             steps, self.final = torch.arange(1, T, dtype=torch.long), 0
-        else:
-            steps = torch.arange(S, dtype=torch.long) * (T // S) + 1
+        else:  # range(0, T, T // S) + 1, as make_ddim_timesteps: more than S steps when S does not divide T
+            steps = torch.arange(0, T, T // S, dtype=torch.long) + 1
             if int(steps[-1]) >= T:
                 raise ValueError(f"{type(self).__name__}: 'ldm' spacing offsets every timestep by +1, so it needs "
                                  f"num_inference_steps < T = {T} (LDM's make_ddim_timesteps), got {S}")
