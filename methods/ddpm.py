@@ -55,9 +55,11 @@ class DDPM(DiffusionFamily):
         "infodiffusion-vanilla": {"batch_size": 128, "steps": 63_600, "ema_decay": 0.0, "lr_schedule": "infodiffusion"},
         "released-pdae-celeba64": {"cond_layout": "joint", "schedule": "linear", "resample": "resblock"},
     }
-    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, "resample": "conv"}
-    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv"
-    added_params: ClassVar[dict[str, Any]] = {"resample": "conv"}
+    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, "resample": "conv", "pretrained": ""}
+    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv";
+    #: ``pretrained``: a released checkpoint to convert instead of training (:mod:`bench.released`: PDAE's
+    #: pre-trained DPM, or the frozen DPM inside a PDAE checkpoint)
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv", "pretrained": ""}
     capabilities = frozenset({"sample", "reconstruct"})
 
     @property
