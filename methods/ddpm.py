@@ -55,10 +55,12 @@ class DDPM(DiffusionFamily):
         "infodiffusion-vanilla": {"batch_size": 128, "steps": 63_600, "ema_decay": 0.0, "lr_schedule": "infodiffusion"},
         "released-pdae-celeba64": {"cond_layout": "joint", "schedule": "linear", "resample": "resblock"},
     }
-    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, "resample": "conv", "keep_live": False}
+    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, "resample": "conv", "pretrained": "", "keep_live": False}
     #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv";
-    #: ``keep_live``: the checkpoint also holds the live (non-EMA) weights (a DisDiff ``frozen_weights = "live"`` DPM)
-    added_params: ClassVar[dict[str, Any]] = {"resample": "conv", "keep_live": False}
+    #: ``pretrained``: a released checkpoint to convert instead of training (:mod:`bench.released`: PDAE's
+    #: pre-trained DPM, or the frozen DPM inside a PDAE checkpoint); ``keep_live``: the checkpoint also holds the
+    #: live (non-EMA) weights (a DisDiff ``frozen_weights = "live"`` DPM)
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv", "pretrained": "", "keep_live": False}
     capabilities = frozenset({"sample", "reconstruct"})
 
     @property

@@ -88,15 +88,16 @@ TINY_AUTOENCODER: dict[str, Any] = {
 class DiffAE(AutoencodingDiffusion):
     """Semantic encoder + z-conditioned DDIM decoder + latent DDPM (see the module docstring)."""
 
-    defaults: ClassVar[dict[str, Any]] = dict(DIFFAE_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**DIFFAE_DEFAULTS, "pretrained": ""}
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(TINY_AUTOENCODER), "paper": {},
         "released-celeba64": {"resample": "resblock"},
         "released-ffhq128": {"resample": "resblock", "base_channels": 128, "channel_mult": [1, 1, 2, 3, 4],
                              "enc_channel_mult": [1, 1, 2, 3, 4, 4]},
     }
-    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv"
-    added_params: ClassVar[dict[str, Any]] = {"resample": "conv"}
+    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv";
+    #: ``pretrained``: a released last.ckpt to convert instead of training (:mod:`bench.released`)
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv", "pretrained": ""}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
     #: 2: the half-UNet encoder's blocks are DiffAE's (one conv, no dropout; 19.3 M at CelebA-64, was 35.0 M)
     version = "2"

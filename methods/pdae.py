@@ -44,7 +44,8 @@ networks of PDAE's released CelebA-64 models (``pre-trained-dpms/celeba64``,
 ``trained-models/autoencoder/celeba64``: ``model/unet.py``, ``model/shift_unet.py``,
 ``model/representation_learning/encoder/celeba64.py``), weight-compatible with them through
 :mod:`bench.released.pdae` (DPM 63,958,019 parameters, encoder 1,487,104, G 52,007,811, as
-the reference's).
+the reference's); ``pretrained = <trained-models/autoencoder/<data>/checkpoint.pt>`` converts the
+released model instead of training it (its ``dpm`` component from the same file).
 
 Deviations: ``paper`` (the default, ``resample = "conv"``) resamples the DPM with a stride-2 /
 nearest-neighbour conv instead of resampling residual blocks (see :mod:`bench.diffusion.unet`):
@@ -88,6 +89,12 @@ def dpm_params(params: dict[str, Any]) -> dict[str, Any]:
     return {**{k: params[k] for k in DPM_KEYS}, **{k: params[f"dpm_{k}"] for k in DPM_TRAINING},
             "cpu_native_conv": params["cpu_native_conv"],
             "hflip": params["hflip"]}  # the reference's DPM trains with the flips its stage 2 uses
+
+
+def pdae_dpm_params(params: dict[str, Any]) -> dict[str, Any]:
+    """PDAE's ``dpm`` component: :func:`dpm_params` and ``pretrained``: a released PDAE checkpoint's
+    ``ema_decoder`` holds the frozen DPM, so the component is converted from the same file."""
+    return {**dpm_params(params), "pretrained": params["pretrained"]}
 
 
 def shift_coefficient(schedule: NoiseSchedule) -> torch.Tensor:
@@ -188,13 +195,16 @@ class FrozenPass(nn.Module):
 class PDAE(AutoencodingDiffusion):
     """Encoder + gradient estimator on a frozen ``ddpm`` component (see the module docstring)."""
 
-    defaults: ClassVar[dict[str, Any]] = dict(PDAE_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**PDAE_DEFAULTS, "pretrained": ""}
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": dict(TINY_PDAE), "paper": {}, "released": {"resample": "resblock"}}
     ranges = PDAE_RANGES
-    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv"
-    added_params: ClassVar[dict[str, Any]] = {"resample": "conv"}
+    #: ``resample`` (added for the authors' checkpoints) keeps today's stride-2 / nearest-neighbour convs at "conv";
+    #: ``pretrained``: a released trained-models/autoencoder checkpoint to convert instead of training
+    #: (:mod:`bench.released`); its frozen DPM (the ``dpm`` component) comes from the same file
+    added_params: ClassVar[dict[str, Any]] = {"resample": "conv", "pretrained": ""}
     capabilities = frozenset({"sample", "decode", "reconstruct"})
-    components = {"dpm": Component("ddpm", params=dpm_params)}
+    #: the ``released`` DPM is ddpm's ``released-pdae-celeba64`` (the same hyperparameters: those of DPM_KEYS pass on)
+    components = {"dpm": Component("ddpm", params=pdae_dpm_params, preset={"released": "released-pdae-celeba64"})}
     latent_noise_clamp = 1.0
     latent_clip_x0 = True
     clip_inversion = True

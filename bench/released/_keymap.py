@@ -8,21 +8,24 @@ from an authors' flat checkpoint (checking that every authors' key is used or ex
 that every shape fits) and :func:`export_groups` writes it back; both are exact (a reshape or
 a row permutation, never arithmetic).
 
-Not (yet) a :class:`bench.released.convert.Release`: that machinery renames only (it requires
-equal shapes and copies tensors as they are), while PDAE's and DiffAE's attention weights
-need the reshape and the head reordering of :data:`KINDS`; a per-key transform hook there
-would let a ``Release`` for ``ddpm``/``pdae``/``diffae`` wrap these rules (and their
-``pretrained`` hyperparameter).
+The rules are also what the ``ddpm``, ``pdae`` and ``diffae`` entries of
+:data:`bench.released.convert.RELEASES` read (:class:`RuleRelease`: a ``Release`` whose key
+names, shapes and per-key rearrangements come from these rules), so a grid's ``pretrained``
+file and the free functions of :mod:`bench.released.pdae` / :mod:`bench.released.diffae` use
+one mapping.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from bench.diffusion.unet import AttentionBlock, ResBlock
+from bench.released.checkpoint import CheckpointError, Layout
+from bench.released.convert import Release
 
 #: how an authors' tensor is laid out relative to ours:
 #: ``"copy"`` — the same; ``"conv1d"`` — a 1×1 ``Conv1d`` weight (O, I, 1) where ours is a 1×1
@@ -310,3 +313,54 @@ def on_meta(build: Callable[[], Any]) -> Any:
     """Build networks without allocating their weights (only the shapes and names are read)."""
     with torch.device("meta"):
         return build()
+
+
+# -- as a bench.released.convert.Release --------------------------------------------------------
+
+
+class RuleRelease(Release):
+    """A :class:`~bench.released.convert.Release` whose key map is rules generated from our modules.
+
+    A subclass's :meth:`rule_groups` gives, per group of our state, the module whose tensors
+    fill it and its rules (``{our key: (authors' key, kind)}``); the rules name the authors'
+    key, the shape it holds (:func:`reference_shape`) and the rearrangement each way
+    (:func:`to_ours_tensor`, :func:`to_reference_tensor`). A rule generator that refuses our
+    networks (e.g. ``resample = "conv"``, which the authors' networks do not have) is a
+    :class:`~bench.released.checkpoint.CheckpointError` naming the method.
+    """
+
+    #: a hint for the hyperparameters the authors' files need (in the refusal above)
+    presets_hint: str = ""
+
+    @abc.abstractmethod
+    def rule_groups(self, skeleton, layout: Layout) -> dict[str, tuple[Mapping[str, torch.Tensor], dict[str, Rule]]]:
+        """``{group: (our tensors, their rules)}`` for a file of ``layout`` (``{}``: a bare export)."""
+
+    def groups(self, skeleton, layout: Layout) -> dict[str, dict[str, torch.Tensor]]:
+        try:
+            built = self.rule_groups(skeleton, layout)
+        except CheckpointError:
+            raise
+        except ValueError as exc:
+            raise CheckpointError(f"{self.method}: these hyperparameters do not build the authors' networks: {exc}"
+                                  f"{self.presets_hint}") from None
+        self.rules_ = {group: rules for group, (_, rules) in built.items()}
+        return {group: dict(state) for group, (state, _) in built.items()}
+
+    def template(self, skeleton) -> dict[str, dict[str, torch.Tensor]]:
+        return self.groups(skeleton, {})
+
+    def _rule(self, group: str, key: str) -> Rule:
+        return self.rules_[group][key]
+
+    def reference_key(self, group: str, key: str, layout: Layout) -> str:
+        return self._rule(group, key)[0]
+
+    def reference_shape(self, group: str, key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return reference_shape(self._rule(group, key)[1], tuple(shape))
+
+    def to_ours(self, group: str, key: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return to_ours_tensor(self._rule(group, key)[1], tensor, tuple(shape))
+
+    def to_reference(self, group: str, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        return to_reference_tensor(self._rule(group, key)[1], tensor)

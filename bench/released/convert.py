@@ -10,6 +10,12 @@ mapped nor explained, a key of ours that the file lacks, or a shape that differs
 :func:`convert` builds the loaded adapter; :func:`export` writes an adapter back in the
 authors' layout (the inverse: export → convert → export is the identity).
 
+Most releases rename only (the LDM family). Where the authors lay a tensor out differently
+(PDAE's and DiffAE's attention: 1×1 ``Conv1d`` weights where ours are ``Conv2d``, a multi-head
+``qkv`` in another row order) the release says so per key: :meth:`Release.reference_shape` is
+the shape the file must hold, :meth:`Release.to_ours` / :meth:`Release.to_reference` the exact
+rearrangement (a reshape or a row permutation, never arithmetic) each way.
+
 The adapter is never trained: its state is assembled the way :meth:`bench.adapter.Adapter.load`
 loads a saved one, with the components (a first stage, a frozen DPM) converted before it.
 """
@@ -17,7 +23,7 @@ loads a saved one, with the components (a first stage, a frozen DPM) converted b
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -60,6 +66,24 @@ class Release(abc.ABC):
         """Authors' entries that are not in our template (buffers, duplicates), written by :func:`export`."""
         return {}
 
+    def groups(self, skeleton, layout: Layout) -> dict[str, dict[str, torch.Tensor]]:
+        """The groups a file of ``layout`` fills: :meth:`template`, unless a release's files may hold an optional
+        network (DiffAE's latent DDPM), which it adds when ``layout`` has it. :func:`conversion` and :func:`export`
+        call this before any :meth:`reference_key` of the same file."""
+        return self.template(skeleton)
+
+    def reference_shape(self, group: str, key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the authors' tensor holding our ``group``/``key`` of ``shape`` (default: the same)."""
+        return tuple(shape)
+
+    def to_ours(self, group: str, key: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The authors' ``tensor`` laid out as our ``group``/``key`` of ``shape`` (default: as it is)."""
+        return tensor
+
+    def to_reference(self, group: str, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Our ``group``/``key`` laid out as the authors' (the inverse of :meth:`to_ours`; default: as it is)."""
+        return tensor
+
 
 @dataclass
 class Conversion:
@@ -67,6 +91,8 @@ class Conversion:
 
     slots: dict[Slot, str]
     left: dict[str, str]
+    #: our shape of each slot (what :meth:`Release.to_ours` lays the authors' tensor out as)
+    shapes: dict[Slot, tuple[int, ...]] = field(default_factory=dict)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -79,20 +105,23 @@ def _shape(value: Any) -> tuple[int, ...]:
 
 def conversion(release: Release, skeleton, layout: Layout, path: str | Path) -> Conversion:
     """Map ``layout``'s tensors onto ``skeleton``'s template; the first misfit is a :class:`CheckpointError`."""
-    template = release.template(skeleton)
+    template = release.groups(skeleton, layout)
     slots: dict[Slot, str] = {}
+    shapes: dict[Slot, tuple[int, ...]] = {}
     taken: dict[str, Slot] = {}
     for group, state in template.items():
         for key, ours in state.items():
             ref = release.reference_key(group, key, layout)
+            expected = release.reference_shape(group, key, tuple(ours.shape))
             if ref not in layout or not _is_tensor(layout[ref]):
                 raise CheckpointError(f"{path}: key {ref!r} is missing (it holds {release.method}'s {group}.{key}, "
-                                      f"shape {tuple(ours.shape)}); expected {release.files}")
-            if _shape(layout[ref]) != tuple(ours.shape):
-                raise CheckpointError(f"{path}: key {ref!r} has shape {_shape(layout[ref])}, expected {tuple(ours.shape)} "
+                                      f"shape {expected}); expected {release.files}")
+            if _shape(layout[ref]) != expected:
+                raise CheckpointError(f"{path}: key {ref!r} has shape {_shape(layout[ref])}, expected {expected} "
                                       f"for {release.method}'s {group}.{key} with these hyperparameters (is it another "
                                       "configuration of the network? set the method's hyperparameters to the file's)")
             slots[(group, key)] = ref
+            shapes[(group, key)] = tuple(ours.shape)
             taken[ref] = (group, key)
     left: dict[str, str] = {}
     for key, value in layout.items():
@@ -103,7 +132,7 @@ def conversion(release: Release, skeleton, layout: Layout, path: str | Path) -> 
             raise CheckpointError(f"{path}: key {key!r} is not consumed: no tensor of {release.method} comes from it "
                                   f"(expected {release.files})")
         left[key] = reason
-    return Conversion(slots, left)
+    return Conversion(slots, left, shapes)
 
 
 def skeleton(method: str, params: dict[str, Any], input_shape: tuple[int, ...], components: Mapping[str, Any]):
@@ -132,7 +161,8 @@ def convert(method: str, path: str | Path, params: dict[str, Any], input_shape: 
     plan = conversion(release, skel, tensors, path)
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for (group, key), ref in plan.slots.items():
-        groups.setdefault(group, {})[key] = tensors[ref].detach().clone().contiguous()
+        ours = release.to_ours(group, key, tensors[ref].detach(), plan.shapes[(group, key)])
+        groups.setdefault(group, {})[key] = ours.clone().contiguous()
     cls = registry.methods().load(method)
     adapter = cls(**params)
     adapter.components_ = dict(components)
@@ -146,10 +176,11 @@ def export(method: str, adapter, layout: Layout | None = None) -> dict[str, torc
     """``adapter``'s tensors in the authors' flat layout (the keys :func:`convert` reads from a file of ``layout``;
     default: a bare state dict without EMA copies)."""
     release = release_for(method)(adapter.get_params())
+    layout = layout or {}
     out: dict[str, torch.Tensor] = {}
-    for group, state in release.template(adapter).items():
+    for group, state in release.groups(adapter, layout).items():
         for key, value in state.items():
-            out[release.reference_key(group, key, layout or {})] = value.detach().cpu().clone()
+            out[release.reference_key(group, key, layout)] = release.to_reference(group, key, value.detach().cpu()).clone()
     out.update(release.extra_reference(adapter))
     return out
 
@@ -160,6 +191,9 @@ RELEASES: dict[str, str] = {
     "ldm": "bench.released.ldm_family:LDMRelease",
     "encdiff": "bench.released.ldm_family:EncDiffRelease",
     "disdiff": "bench.released.ldm_family:DisDiffRelease",
+    "ddpm": "bench.released.pdae:DPMRelease",
+    "pdae": "bench.released.pdae:PDAERelease",
+    "diffae": "bench.released.diffae:DiffAERelease",
 }
 
 

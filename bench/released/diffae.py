@@ -27,6 +27,9 @@ the group ``"latent"`` (keys ``net.<key>``, ``z_mean``, ``z_std``; :func:`adapte
 assembles the adapter's state). ``MLPLNAct`` registers its ``linear_emb`` twice (also as
 ``cond_layers.1``): the copy must equal it and is otherwise refused.
 
+In a grid, ``pretrained = <file>`` converts through :class:`DiffAERelease` (the same rules;
+the latent DDPM when the file has one).
+
 :data:`LAYOUT_FILE` holds the authors' CelebA-64 layout (keys and shapes), generated from the
 reference code by ``benchmarks/reference_equivalence_pdae_diffae.py --write-layouts``.
 """
@@ -41,6 +44,7 @@ import torch
 
 from bench.diffusion.unet import UNet
 from bench.released import _keymap as km
+from bench.released.checkpoint import CheckpointError
 
 LAYOUT_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "released" / "diffae_celeba64.json"
 RELEASED_INPUT_SHAPE = (3, 64, 64)
@@ -183,3 +187,66 @@ def to_reference(ours_state: Mapping[str, Any], params: Mapping[str, Any], input
         nets = dict(ours_state)
     groups, _ = _groups(params, input_shape, "latent" in nets)
     return km.add_duplicates(km.export_groups(nets, groups, "DiffAE export"), f"{PREFIX}latent_net.")
+
+
+# -- as a grid stage (``pretrained = <file>``; bench.released.convert.RELEASES) --------------
+
+
+def _latent_of(adapter, layout: Mapping[str, Any]):
+    """The latent DDPM's net and z-statistics to fill or export: the adapter's own when it has one, else (for a
+    file of ``layout`` holding ``latent_net``) a weightless one of the adapter's hyperparameters; None otherwise."""
+    if getattr(adapter, "latent_net_", None) is not None:
+        ema = getattr(adapter, "latent_ema_", None)
+        return (ema.shadow if ema is not None else adapter.latent_net_), adapter.z_mean_, adapter.z_std_
+    if not _has_latent(layout):
+        return None
+    fresh = _adapter(adapter.get_params())
+    km.on_meta(fresh._build_latent)
+    z = torch.empty(fresh.latent_dim, device="meta")
+    return fresh.latent_net_, z, z
+
+
+class DiffAERelease(km.RuleRelease):
+    """``diffae`` from DiffAE's ``last.ckpt``: the autoencoder's ``ema_model`` (denoiser and encoder) and, in a
+    ``*_autoenc_latent`` checkpoint, its latent DDPM (``ema_model.latent_net``, ``conds_mean``/``conds_std``)."""
+
+    method = "diffae"
+    files = ("DiffAE's Lightning checkpoints/<name>/last.ckpt: an autoencoder (state_dict.ema_model.* of "
+             "BeatGANsAutoencModel, e.g. celeba64d2c_autoenc, ffhq128_autoenc_130M) or a latent DDPM's "
+             "(<name>_autoenc_latent: ema_model.latent_net.*, conds_mean, conds_std too)")
+    presets_hint = (" (the authors' networks need resample = 'resblock' and encoder = 'half_unet': presets "
+                    "'released-celeba64', 'released-ffhq128')")
+
+    def rule_groups(self, skeleton, layout):
+        if skeleton.encoder != "half_unet":
+            raise ValueError("DiffAE checkpoints hold a half-UNet encoder: encoder must be 'half_unet'")
+        unet, encoder = skeleton._eval_net("unet"), skeleton._eval_net("encoder")
+        out = {"unet": (unet.state_dict(), unet_rules(unet, PREFIX)),
+               "encoder": (encoder.state_dict(), encoder_rules(encoder, f"{PREFIX}encoder."))}
+        latent = _latent_of(skeleton, layout)
+        if latent is not None:
+            net, z_mean, z_std = latent
+            rules = {**km.latent_mlp_rules(net, f"{PREFIX}latent_net."),
+                     "z_mean": ("state_dict.conds_mean", "lead1"), "z_std": ("state_dict.conds_std", "lead1")}
+            state = {**{f"net.{k}": v for k, v in net.state_dict().items()}, "z_mean": z_mean, "z_std": z_std}
+            out["latent"] = (state, rules)
+        return out
+
+    def not_ours(self, key: str, layout) -> str | None:
+        return not_needed(key)
+
+    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
+        try:
+            km.check_duplicates(tensors, f"{PREFIX}latent_net.", "DiffAE checkpoint")
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        return adapter_state(groups)
+
+    def extra_reference(self, adapter) -> dict[str, torch.Tensor]:
+        """``MLPLNAct``'s second registration of each ``linear_emb`` (``cond_layers.1``), as the authors' files hold it."""
+        latent = _latent_of(adapter, {})
+        if latent is None:
+            return {}
+        state = latent[0].state_dict()
+        return {ref.replace(".linear_emb.", ".cond_layers.1."): state[key[len("net."):]].detach().cpu().clone()
+                for key, (ref, _) in self.rules_["latent"].items() if ".linear_emb." in ref}

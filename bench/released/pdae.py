@@ -30,6 +30,10 @@ Exact: a rename, plus a reshape of the attention's 1×1 ``Conv1d`` weights to ou
 ones and, for several heads (the encoder's 4), a permutation of the ``qkv`` rows from the
 authors' ``QKVAttentionLegacy`` order to ours.
 
+In a grid, ``pretrained = <file>`` converts through :class:`DPMRelease` (``ddpm``: a DPM
+file, or a PDAE file's frozen DPM) and :class:`PDAERelease` (``pdae``; its ``dpm`` component
+is given the same file), the same rules as the functions here.
+
 :data:`LAYOUT_FILE` holds the authors' CelebA-64 layout (keys and shapes), generated from the
 reference code by ``benchmarks/reference_equivalence_pdae_diffae.py --write-layouts``.
 """
@@ -254,3 +258,72 @@ def latent_to_reference(latent_state: Mapping[str, Any], params: Mapping[str, An
     groups, _ = _latent_groups(params)
     flat = {**{f"net.{k}": v for k, v in latent["net"].items()}, "z_mean": latent["z_mean"], "z_std": latent["z_std"]}
     return km.add_duplicates(km.export_groups({"latent": flat}, groups, "PDAE latent export"), LATENT_PREFIX)
+
+
+# -- as grid stages (``pretrained = <file>``; bench.released.convert.RELEASES) ---------------
+
+#: ``ShiftUNet``'s frozen DPM: its top-level modules (the rest of ``ema_decoder`` is G, PDAE's own)
+FROZEN = ("time_embed", "input_blocks", "middle_block", "output_blocks", "out")
+_HINT = (" (the authors' networks need resample = 'resblock': presets ddpm 'released-pdae-celeba64', "
+         "pdae 'released')")
+
+
+def _dpm_prefix(layout: Mapping[str, Any]) -> str:
+    """``ema_denoise_fn.`` (a DPM file; also what a bare export writes) or ``ema_decoder.`` (a PDAE file)."""
+    if any(k.startswith("ema_decoder.") for k in layout) and not any(k.startswith("ema_denoise_fn.") for k in layout):
+        return "ema_decoder."
+    return "ema_denoise_fn."
+
+
+def _frozen(key: str) -> bool:
+    return key.startswith("ema_decoder.") and key.split(".")[1] in FROZEN
+
+
+class DPMRelease(km.RuleRelease):
+    """``ddpm`` from PDAE's pre-trained DPM (``ema_denoise_fn``) or from the frozen DPM in a PDAE checkpoint's
+    ``ema_decoder`` (what a ``pdae`` stage's ``dpm`` component reads: both are ``ema_denoise_fn``'s weights)."""
+
+    method = "ddpm"
+    files = ("PDAE's pre-trained DPM, pre-trained-dpms/<data>/checkpoint.pt (ema_denoise_fn.* of model/unet.py's "
+             "UNet), or a PDAE trained-models/autoencoder/<data>/checkpoint.pt, whose ema_decoder holds that DPM "
+             "frozen")
+    presets_hint = _HINT
+
+    def rule_groups(self, skeleton, layout):
+        unet = skeleton._eval_net("unet")
+        return {"unet": (unet.state_dict(), unet_rules(unet, _dpm_prefix(layout)))}
+
+    def not_ours(self, key: str, layout) -> str | None:
+        if _dpm_prefix(layout) == "ema_decoder.":
+            if key.startswith("ema_encoder."):
+                return "PDAE's encoder (the pdae stage converts it)"
+            if key.startswith("ema_decoder.") and not _frozen(key):
+                return "PDAE's gradient estimator G (the pdae stage converts it)"
+        return not_needed(key)
+
+    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
+        return {"nets": groups, "history": []}
+
+
+class PDAERelease(km.RuleRelease):
+    """``pdae`` from PDAE's autoencoder checkpoint: ``ema_encoder`` and G in ``ema_decoder`` (its frozen DPM is the
+    ``dpm`` component's, converted from the same file by :class:`DPMRelease`). The latent DDPM is another file
+    (with a statistics file): a converted ``pdae`` has none, so it cannot sample (FID is a skipped row)."""
+
+    method = "pdae"
+    files = ("PDAE's trained-models/autoencoder/<data>/checkpoint.pt (ema_encoder.* of the CELEBA64Encoder, "
+             "ema_decoder.* of model/shift_unet.py's ShiftUNet); the dpm component reads the same file")
+    presets_hint = _HINT
+
+    def rule_groups(self, skeleton, layout):
+        encoder, shift = skeleton._eval_net("encoder"), skeleton._eval_net("shift")
+        return {"encoder": (encoder.state_dict(), encoder_rules(encoder, "ema_encoder.")),
+                "shift": (shift.state_dict(), shift_rules(shift, "ema_decoder."))}
+
+    def not_ours(self, key: str, layout) -> str | None:
+        if _frozen(key):
+            return "the frozen DPM's (the dpm component converts it)"
+        return not_needed(key)
+
+    def state(self, skeleton, groups, tensors) -> dict[str, Any]:
+        return {"nets": groups, "history": []}
