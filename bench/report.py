@@ -16,7 +16,8 @@ import pandas as pd
 
 from bench import aggregates, reported, site
 from bench.results import FAILED, OK, read_results, write_csv_atomic
-from bench.tables import RUN_STATS, best_lines, digits, grid_rows, lower_is_better, reported_note, tile_grid
+from bench.tables import (RUN_STATS, best_lines, digits, grid_rows, is_spread, line_provenance, lower_is_better,
+                          metric_parameters, metric_parameters_text, provenance, reported_note, tile_grid)
 from bench.figures import read_figures
 from bench.trainlog import read_log
 
@@ -48,7 +49,10 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
                 n = int(stats.loc[(*key, m), "count"]) if (*key, m) in stats.index else 0
                 line[f"{m}_mean"], line[f"{m}_std"], line[f"{m}_n"] = np.nan, np.nan, n
         out.append(line)
-    return pd.DataFrame(out) if out else pd.DataFrame(columns=[*keys, "seeds"])  # an empty table renders too
+    if not out:
+        return pd.DataFrame(columns=[*keys, "seeds"])  # an empty table renders too
+    # where each line's numbers come from, as columns a CSV reader can filter on (the page and .md say it in words)
+    return pd.DataFrame(out).merge(line_provenance(rows, keys), on=keys, how="left")
 
 
 def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
@@ -58,9 +62,10 @@ def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
     return per_seed.groupby(level=[0, 1, 2], dropna=False).sum()
 
 
-def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, mark_best: bool) -> list[str]:
+def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, mark_best: bool,
+                    diagnostics: bool = False) -> list[str]:
     head = ["dataset", "method"] + (["config"] if show_config else []) + ["seeds"] + [
-        f"{m} {'↓' if lower_is_better(m) else '↑'}" if mark_best else m for m in metrics]
+        f"{m} {'↓' if lower_is_better(m) else '↑'}" if mark_best and not is_spread(m) else m for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = {m: set().union(*[best_lines(sub, m) for _, sub in board.groupby("dataset")]) if mark_best else set()
             for m in metrics}
@@ -68,14 +73,38 @@ def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, 
         cells = [str(r["dataset"]), str(r["method"])] + ([str(r["config_id"])] if show_config else []) + [r["seeds"]]
         for m in metrics:
             mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
-            cell = f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std)
+            if diagnostics and not_reported(r, m):
+                cell = "n/a"  # a method without a training loop: its finished seeds report no loss nor speed
+            else:
+                cell = f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std)
             cells.append((f"**{cell}**" if i in best[m] else cell) + reported_note(r, m))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def leaderboard_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard (metrics, best per dataset in bold) and, apart, the training diagnostics."""
+def not_reported(r: pd.Series, metric: str) -> bool:
+    """A line whose finished seeds have no value of ``metric`` at all (a diagnostic its method does not report)."""
+    done = int(str(r["seeds"]).split("/")[0])
+    return bool(pd.isna(r[f"{metric}_mean"]) and int(r[f"{metric}_n"]) == 0 and done > 0)
+
+
+def provenance_markdown(rows: pd.DataFrame, metrics: list[str] | None = None) -> str:
+    """Where the numbers come from (profile, preset, commit, device, packages) and the metric parameters."""
+    prov = provenance(rows)
+    lines = [f"Where the numbers come from: profile {prov['profile']} · preset {prov['preset']} · git commit {prov['git_commit']} · "
+             f"device {prov['device']} · packages {prov['packages']}."]
+    params = metric_parameters(rows, metrics)
+    if params:
+        lines.append("\nMetric parameters (those set by the profile; the others are the study defaults):\n")
+        lines += [f"- {metric_parameters_text(m, sets)}" for m, sets in params.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def leaderboard_markdown(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> str:
+    """The leaderboard (metrics, best per dataset in bold) and, apart, the training diagnostics.
+
+    With the ``rows`` it was computed from, it starts with where the numbers come from.
+    """
     board = board.reset_index(drop=True)
     columns = [c[:-5] for c in board.columns if c.endswith("_mean")]
     metrics = [m for m in columns if m not in RUN_STATS]
@@ -87,14 +116,18 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
         "\nValues are mean ± std over seeds; ↑ higher is better, ↓ lower is better; the best mean per dataset "
         "is in bold. '—' marks a setting with fewer finished seeds than planned: it is shown as missing, not averaged.\n"
     )
+    if any(is_spread(m) for m in metrics):
+        legend += "\nA `*_fold_std` column is a spread (the std over folds), not a score: it has no direction and no best.\n"
     if any_reported:
         legend += ("\n'published' is the value the paper reports for the same setting and protocol "
                    "(bench/reported/papers.csv), Δ = measured − published; see reproduction.md.\n")
     if diagnostics:
         legend += ("\n## Training diagnostics\n\nNot metrics: `final_loss` compares different objectives and "
                    "`train_images_per_s` measures the machine's load.\n\n"
-                   + "\n".join(_markdown_table(board, diagnostics, show_config, mark_best=False)) + "\n")
-    return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
+                   + "\n".join(_markdown_table(board, diagnostics, show_config, mark_best=False, diagnostics=True))
+                   + "\n\n'n/a': the method reports no such value (no training loop).\n")
+    head = provenance_markdown(grid_rows(rows), metrics) if rows is not None else ""
+    return "# Leaderboard\n\n" + head + "\n".join(lines) + "\n" + legend
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -148,7 +181,7 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     metrics = [c[:-5] for c in board.columns if c.endswith("_mean") and c[:-5] not in RUN_STATS]
     intervals = aggregates.setting_intervals(rows, metrics)
     overall = aggregates.overall_intervals(rows, metrics)
-    improvement = aggregates.improvement_table(rows, metrics)
+    improvement = aggregates.improvement_table(rows, [m for m in metrics if not is_spread(m)])  # spreads are not ranked
     board = aggregates.attach(board, intervals)
     out = {"leaderboard_csv": results_dir / "leaderboard.csv", "leaderboard_md": results_dir / "leaderboard.md",
            "reproduction_md": results_dir / "reproduction.md", "aggregates_csv": results_dir / "aggregates.csv",
@@ -157,7 +190,7 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     write_csv_atomic(overall, out["aggregates_csv"])
     write_csv_atomic(improvement, out["improvement_csv"])
     reproduction = _with_counterpart(reported.reproduction_table(board, grid_rows(rows), published))
-    texts = [("leaderboard_md", leaderboard_markdown(board) + aggregates_markdown(intervals, overall, improvement))]
+    texts = [("leaderboard_md", leaderboard_markdown(board, rows) + aggregates_markdown(intervals, overall, improvement))]
     if len(reproduction):  # only a grid with a published counterpart gets reproduction.md
         texts.append(("reproduction_md", reported.reproduction_markdown(reproduction)))
     else:

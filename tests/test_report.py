@@ -83,3 +83,59 @@ def test_figures_of_a_model_on_a_dataset_without_factors_have_plain_traversal_la
     write_figures(Decoder(), Labelled(), tmp_path, seed=0, n=4, steps=3)
     arrays = read_figures(tmp_path / "figures.npz")
     assert list(arrays["traversal_labels"]) == ["z0", "z1", "z2"] and arrays["traversal"].shape == (3, 3, 1, 8, 8)
+
+
+def _provenance_rows() -> pd.DataFrame:
+    """Two methods, two seeds: ae trains (final_loss, train_images_per_s rows), tiny-pca has no training loop."""
+    out = []
+    for method in ("ae", "tiny-pca"):
+        for seed in (0, 1):
+            base = {"dataset": "d", "method": method, "config_id": "c", "seed": seed, "n_seeds_planned": 2,
+                    "status": "ok", "profile": "smoke", "preset": "tiny", "git_commit": "abc123456789def0",
+                    "packages": '{"torch": "2.5.1"}', "device": "cpu", "model_id": f"{method}{seed}"}
+            out.append({**base, "metric": "dci_disentanglement", "value": 0.2 + seed / 10,
+                        "metric_params": '{"num_test": 30, "num_train": 60}'})
+            out.append({**base, "metric": "tad_fold_std", "value": 0.01 * (seed + 1), "metric_params": "{}"})
+            if method == "ae":
+                out += [{**base, "metric": "final_loss", "value": 0.5, "metric_params": "{}"},
+                        {**base, "metric": "train_images_per_s", "value": 100.0, "metric_params": "{}"}]
+    return pd.DataFrame(out)
+
+
+def test_leaderboard_md_and_csv_say_where_the_numbers_come_from(tmp_path):
+    """Profile, preset, commit, packages and metric parameters, a reduced sample size named as such."""
+    rows = _provenance_rows()
+    board = leaderboard(rows)
+    md = leaderboard_markdown(board, rows)
+    head = md.split("| dataset")[0]
+    for needle in ("profile smoke", "preset tiny", "git commit abc1234567", "torch=2.5.1", "num_train=60",
+                   "num_train 60 is below the study default 10,000", "num_test 30 is below the study default 5,000"):
+        assert needle in head, needle
+    board.to_csv(tmp_path / "leaderboard.csv", index=False)
+    csv = pd.read_csv(tmp_path / "leaderboard.csv").set_index("method")
+    assert csv.loc["ae", "profile"] == "smoke" and csv.loc["ae", "preset"] == "tiny"
+    assert str(csv.loc["ae", "git_commit"]) == "abc123456789def0" and "torch=2.5.1" in csv.loc["ae", "packages"]
+    import json
+
+    assert json.loads(csv.loc["ae", "metric_params"]) == {"dci": {"num_test": 30, "num_train": 60}, "tad": {}}
+    assert "dci.num_train 60 < 10,000" in csv.loc["ae", "below_study_default"]
+
+
+def test_a_method_without_a_training_loop_shows_na_diagnostics_and_spreads_are_not_ranked():
+    from bench.site import _leaderboard_section
+
+    rows = _provenance_rows()
+    board = leaderboard(rows)
+    md = leaderboard_markdown(board, rows)
+    diagnostics = md.split("## Training diagnostics")[1]
+    pca = next(line for line in diagnostics.splitlines() if "| tiny-pca |" in line)
+    assert pca.count("n/a") == 2 and "seeds)" not in pca
+    table = md.split("\n\n")[[i for i, p in enumerate(md.split("\n\n")) if p.startswith("| dataset")][0]]
+    header = table.splitlines()[0]
+    assert "dci_disentanglement ↑" in header and "| tad_fold_std |" in header  # a spread has no direction
+    assert not any("**" in cell for line in table.splitlines()[2:] for cell in line.split("|")[-2:-1])  # nor a best
+    page = _leaderboard_section(board, rows)
+    diag = page.split("id=diagnostics")[1]
+    assert "n/a" in diag and "of 2 seeds" not in diag
+    assert "data-metric='tad_fold_std'>" in page and "data-metric='tad_fold_std' data-direction" not in page
+    assert "below the study default 10,000" in page
