@@ -222,30 +222,46 @@ def _with_counterpart(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
-    import matplotlib  # heavy (matplotlib, seaborn): imported only when plots are drawn, not at start-up
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    plt = _pyplot()
 
     ok = rows[(rows["status"] == OK) & rows["metric"].notna() & (rows["metric"].astype(str) != "")]
     for metric, sub in ok.groupby("metric"):
         if metric in RUN_STATS or _PER_T.match(str(metric)):  # per-t probe rows: the accuracy-against-t plot
             continue
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique() + 1.6 * (sub["dataset"].nunique() > 1), 3.2))
-        sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
-        sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, palette="dark:k", size=4, legend=False)
-        ax.set_title(f"{metric} (bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
-        ax.set_ylabel(metric)
-        ax.tick_params(axis="x", rotation=30)
-        legend = ax.get_legend()
-        if legend is not None and sub["dataset"].nunique() < 2:
-            legend.remove()  # one dataset: the title's table says which
-        elif legend is not None:  # beside the axes, never over the bars
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7, title="dataset")
-        fig.tight_layout()
+        fig = metric_figure(sub, str(metric))
         fig.savefig(plots / f"metric_{metric}.png", dpi=110)
         plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib  # heavy (matplotlib, seaborn): imported only when plots are drawn, not at start-up
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def metric_figure(sub: pd.DataFrame, metric: str):
+    """One metric per method: bars (mean ± sd over seeds) and dots (seeds); several datasets: a legend beside."""
+    plt = _pyplot()
+    import seaborn as sns
+
+    several = sub["dataset"].nunique() > 1
+    fig, ax = plt.subplots(figsize=(max(3.6, 1.2 + 1.1 * sub["method"].nunique() + 1.6 * several), 3.4),
+                           layout="constrained")  # room for the title, the rotated names and the legend
+    sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
+    sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, palette="dark:k", size=4, legend=False)
+    ax.set_title(f"{metric}\n(bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
+    ax.set_ylabel(metric)
+    ax.set_xlabel("method")
+    ax.tick_params(axis="x", rotation=30)
+    legend = ax.get_legend()
+    if legend is not None and not several:
+        legend.remove()  # one dataset: the title's table says which
+    elif legend is not None:  # beside the axes, never over the bars
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7, title="dataset")
+    return fig
 
 
 #: per-t rows of the latent_probe metric: probe_mlp_t0.3, probe_svc100_t1.0, ...
@@ -262,37 +278,42 @@ def _probe_t_plots(rows: pd.DataFrame, plots: Path) -> None:
     per_t = ok[ok["metric"].str.match(_PER_T.pattern)]
     if per_t.empty and not ok["metric"].isin(["probe_mlp"]).any():
         return
-    import matplotlib  # heavy: imported only when plots are drawn, not at start-up
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     for dataset, sub in ok.groupby("dataset"):
-        timed = sub[sub["metric"].str.match(_PER_T.pattern)]
-        if timed.empty:
+        fig = probe_t_figure(str(dataset), sub)
+        if fig is None:
             continue  # no time-conditioned code here: the bar plots say it all
-        parsed = timed["metric"].str.extract(_PER_T.pattern)
-        timed = timed.assign(probe=parsed[0], t=parsed[1].astype(float))
-        probes = sorted(timed["probe"].unique(), key=lambda p: (p != "probe_mlp", p))
-        ts = sorted(timed["t"].unique())
-        timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
-        fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes), 3.4), squeeze=False)
-        for ax, probe in zip(axes[0], probes):
-            for (method, config), line in timed[timed["probe"] == probe].groupby(["method", "config_id"]):
-                means = line.groupby("t")["value"].mean()
-                ax.plot(means.index, means.values, marker="o", label=f"{method} ({config})")
-            flat = sub[(sub["metric"] == probe)]
-            for (method, config), line in flat.groupby(["method", "config_id"]):
-                if (method, config) in timed_keys:
-                    continue
-                ax.plot([ts[0], ts[-1]], [line["value"].mean()] * 2, linestyle="--", label=f"{method} ({config})")
-            ax.set_xlabel("t of the code E(x_0, t)")
-            ax.set_ylabel("test accuracy")
-            ax.set_title(f"{dataset}: {probe}", fontsize=9)
-        axes[0][-1].legend(fontsize=7, loc="best")
-        fig.tight_layout()
         fig.savefig(plots / f"probe_t__{dataset}.png", dpi=110)
         plt.close(fig)
+
+
+def probe_t_figure(dataset: str, sub: pd.DataFrame):
+    """Probe accuracy against t on one dataset (its OK rows, metric as text); ``None`` without a per-t row."""
+    plt = _pyplot()
+    timed = sub[sub["metric"].str.match(_PER_T.pattern)]
+    if timed.empty:
+        return None
+    parsed = timed["metric"].str.extract(_PER_T.pattern)
+    timed = timed.assign(probe=parsed[0], t=parsed[1].astype(float))
+    probes = sorted(timed["probe"].unique(), key=lambda p: (p != "probe_mlp", p))
+    ts = sorted(timed["t"].unique())
+    timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
+    fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes) + 1.8, 3.4), squeeze=False, layout="constrained")
+    for ax, probe in zip(axes[0], probes):
+        for (method, config), line in timed[timed["probe"] == probe].groupby(["method", "config_id"]):
+            means = line.groupby("t")["value"].mean()
+            ax.plot(means.index, means.values, marker="o", label=f"{method} ({config})")
+        flat = sub[(sub["metric"] == probe)]
+        for (method, config), line in flat.groupby(["method", "config_id"]):
+            if (method, config) in timed_keys:
+                continue
+            ax.plot([ts[0], ts[-1]], [line["value"].mean()] * 2, linestyle="--", label=f"{method} ({config})")
+        ax.set_xlabel("t of the code E(x_0, t)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{dataset}: {probe}", fontsize=9)
+    # beside the last panel, like the bar plots' legends: never over the lines
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
 
 
 def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
@@ -329,20 +350,28 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
             fig.savefig(plots / f"{stem}__attention.png", dpi=110)
             plt.close(fig)
         if "traversal" in arrays:
-            trav = arrays["traversal"]
-            fig, ax = plt.subplots(figsize=(0.6 * trav.shape[1] + 0.8, 0.6 * trav.shape[0] + 0.6))
-            ax.imshow(tile_grid(trav), cmap="gray", vmin=0, vmax=1)
-            ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
             labels = arrays.get("traversal_labels")
-            labels = [str(x) for x in labels] if labels is not None else [f"z{i}" for i in range(trav.shape[0])]
-            ax.set_yticklabels(labels, fontsize=7)
-            ax.set_xticks([0.5 * trav.shape[-1], (trav.shape[1] - 0.5) * trav.shape[-1]])
-            ax.set_xticklabels(["2nd percentile", "98th"], fontsize=6)
-            ax.set_xlabel("value of the dimension, in equal steps", fontsize=7)
-            ax.set_title(f"{r['method']}: latent traversal (row: dimension · factor it tracks most)", fontsize=9)
-            fig.tight_layout()
+            fig = traversal_figure(arrays["traversal"], None if labels is None else [str(x) for x in labels],
+                                   str(r["method"]))
             fig.savefig(plots / f"{stem}__traversal.png", dpi=110)
             plt.close(fig)
+
+
+def traversal_figure(trav: np.ndarray, labels: list[str] | None, method: str):
+    """One row per code dimension (labelled with the factor it tracks most), swept from its 2nd to 98th percentile."""
+    plt = _pyplot()
+    labels = labels if labels is not None else [f"z{i}" for i in range(trav.shape[0])]
+    # the image's width plus the widest row label (about 0.055 in per character at 7 pt) and a margin
+    width = max(4.2, 0.6 * trav.shape[1] + 0.055 * max(map(len, labels), default=2) + 0.8)
+    fig, ax = plt.subplots(figsize=(width, 0.6 * trav.shape[0] + 1.2), layout="constrained")
+    ax.imshow(tile_grid(trav), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xticks([0.5 * trav.shape[-1], (trav.shape[1] - 0.5) * trav.shape[-1]])
+    ax.set_xticklabels(["2nd percentile", "98th"], fontsize=6)
+    ax.set_xlabel("value of the dimension, in equal steps", fontsize=7)
+    ax.set_title(f"{method}: latent traversal\n(row: dimension · factor it tracks most)", fontsize=9)
+    return fig
 
 
 def _first_seeds(rows: pd.DataFrame) -> pd.DataFrame:

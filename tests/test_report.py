@@ -139,3 +139,73 @@ def test_a_method_without_a_training_loop_shows_na_diagnostics_and_spreads_are_n
     assert "n/a" in diag and "of 2 seeds" not in diag
     assert "data-metric='tad_fold_std'>" in page and "data-metric='tad_fold_std' data-direction" not in page
     assert "below the study default 10,000" in page
+
+
+def _texts_outside(fig) -> list[str]:
+    """The visible texts whose rendered extent leaves the figure (a cut-off label or title)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    undrawn = set()  # tick labels of ticks outside the view limits exist but are not drawn
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 <= tick.get_loc() <= hi + 1e-9:
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    out = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip() or id(text) in undrawn:
+            continue
+        ext = text.get_window_extent(renderer)
+        if ext.x0 < box.x0 - 1 or ext.y0 < box.y0 - 1 or ext.x1 > box.x1 + 1 or ext.y1 > box.y1 + 1:
+            out.append(text.get_text())
+    return out
+
+
+def _legends_over_data(fig) -> list[str]:
+    """Legends whose box overlaps an axes' data area (covering bars or lines)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for ax in fig.axes:
+        for legend in [ax.get_legend(), *fig.legends]:
+            if legend is not None and legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)):
+                out.append(ax.get_title())
+    return out
+
+
+def _metric_rows(methods, datasets, metric="dci_informativeness") -> pd.DataFrame:
+    return pd.DataFrame([{"dataset": d, "method": m, "config_id": "c", "seed": s, "metric": metric,
+                          "value": 0.5 + 0.1 * s + 0.05 * i, "status": "ok"}
+                         for i, m in enumerate(methods) for d in datasets for s in (0, 1)])
+
+
+def test_report_figures_keep_every_label_and_title_inside_and_legends_off_the_data():
+    """The traversal's long row labels and title, a metric plot of two methods and the per-t probe plot:
+    nothing is cut at the figure's edge and no legend covers bars or lines."""
+    import matplotlib.pyplot as plt
+
+    from bench.report import metric_figure, probe_t_figure, traversal_figure
+
+    trav = np.zeros((4, 7, 1, 16, 16), np.float32)
+    labels = ["z0 · orientation |r| 0.85", "z1 · position_x |r| 0.91", "z2 · scale |r| 0.40", "z3"]
+    figures = {"traversal": traversal_figure(trav, labels, "beta-vae"),
+               "metric, 2 methods": metric_figure(_metric_rows(["beta-vae", "infodiffusion"], ["d"]), "dci_informativeness"),
+               "metric, 2 datasets": metric_figure(_metric_rows(["ae", "beta-vae"], ["dsprites-procedural-32", "tiny-bars"]),
+                                                   "factorvae")}
+    per_t = pd.concat([_metric_rows(["drl"], ["fmnist"], f"probe_mlp_t{t}") for t in ("0.0", "0.5", "1.0")]
+                      + [_metric_rows(["ae"], ["fmnist"], "probe_mlp")])
+    figures["probe against t"] = probe_t_figure("fmnist", per_t)
+    try:
+        for name, fig in figures.items():
+            assert _texts_outside(fig) == [], name
+        for name in ("metric, 2 datasets", "probe against t"):
+            fig = figures[name]
+            assert any(ax.get_legend() is not None for ax in fig.axes), name
+            assert _legends_over_data(fig) == [], name
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
