@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                           "[executor.slurm] in bench.toml), local (submitit's local pool) or debug (in-process)")
     run.add_argument("--wait", action="store_true", help="with --executor slurm: follow the jobs until they end")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages, run nothing")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bars: one plain line per finished stage and, while a model trains, its step "
+                          "and loss every minute (what bench run prints anyway without a terminal)")
     for key, what in (("methods", "method names"), ("datasets", "dataset names"), ("seeds", "seeds")):
         run.add_argument(f"--{key}", default=None, help=f"run only these of the profile's {key} (comma-separated {what})")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",

@@ -105,6 +105,18 @@ def test_score_help_shows_no_rst_markup(capsys):
     out = capsys.readouterr().out
     assert "bench score CODES.npz: score a representation computed anywhere." in out
     assert not RST.search(out), out
+    # the whole explanation, not its first paragraph: what each kind of column gives, how rows are drawn
+    assert "* codes alone → gaussian_tc, mutual_info" in out and "Every metric group starts from" in out
+    assert "* factors → mig, sap" in out  # a bullet stays a bullet (not re-wrapped into the paragraph)
+    assert "--no-progress" in out
+
+
+def test_run_help_says_what_no_progress_prints(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "hide progress bars" not in out
+    assert "--no-progress no progress bars: one plain line per finished stage" in out and "step and loss" in out
 
 
 def test_plain_text_renders_the_whole_module_docstring():
