@@ -87,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("report", "leaderboard"):
         lb = sub.add_parser(name, help="regenerate the website (index.html), leaderboard and plots from results.csv"
                             + (" (alias of `bench report`)" if name == "leaderboard" else ""))
-        lb.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
+        lb.add_argument("--config", default=None,
+                        help="configuration file (default: ./bench.toml; where there is none and no --config or "
+                             "--profile is given, ./results)")
         lb.add_argument("--profile", default=None, help="the profile whose results folder to render (default: the file's default)")
         lb.add_argument("--results", default=None, help="a results folder instead of a profile's (without a bench.toml: results)")
     return p
@@ -221,8 +223,8 @@ def _narrowed(profile, args):
         allowed = getattr(profile, key)
         unknown = [v for v in values if v not in allowed]
         if unknown or not values:
-            raise ConfigError(f"--{key} {text!r}: {', '.join(map(str, unknown)) or 'nothing'} is not among profile "
-                              f"{profile.name!r}'s {key} ({', '.join(map(str, allowed))}); --{key} narrows the profile")
+            raise ConfigError(f"--{key} {text!r}: {', '.join(map(str, unknown)) or 'nothing'} is not among the {key} "
+                              f"of profile {profile.name!r} ({', '.join(map(str, allowed))}); --{key} narrows the profile")
         changes[key] = values
     return dataclasses.replace(profile, **changes) if changes else profile
 
@@ -233,11 +235,14 @@ def _cmd_leaderboard(args) -> int:
 
     results = args.results
     if results is None:
-        if Path(args.config).is_file():
+        config_path = Path(args.config or "bench.toml")
+        if config_path.is_file():
             from bench.config import load_config
 
-            config = load_config(args.config)
+            config = load_config(config_path)
             results = config.results_dir(config.profile(args.profile))
+        elif args.config is not None or args.profile is not None:  # asked for a profile: never render another folder
+            raise FileNotFoundError(f"{config_path}: configuration file not found; pass --results DIR instead")
         else:
             results = "results"
     collect_from_plans(Path(results))  # stages finished by jobs nobody waited for

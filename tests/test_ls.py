@@ -70,7 +70,7 @@ def test_run_narrows_a_profile_to_some_methods_and_seeds_with_the_same_stage_ids
     listed = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
     assert len(listed) == 2 and set(listed) <= full  # vae seed 1 and its evaluation: the same ids, no retraining
     assert main(["run", "--config", str(config), "--methods", "beta-vae", "--dry-run"]) == 2
-    assert "--methods 'beta-vae': beta-vae is not among profile 'two''s methods (ae, vae)" in capsys.readouterr().err
+    assert "--methods 'beta-vae': beta-vae is not among the methods of profile 'two' (ae, vae)" in capsys.readouterr().err
 
 
 def test_report_takes_config_and_profile(tmp_path, capsys):
@@ -83,6 +83,17 @@ def test_report_takes_config_and_profile(tmp_path, capsys):
     (tmp_path / "elsewhere" / "results.csv").write_text(",".join(COLUMNS) + "\n")  # an empty table
     assert main(["report", "--config", str(config), "--profile", "p"]) == 0
     assert (tmp_path / "elsewhere" / "index.html").is_file() and str(tmp_path / "elsewhere") in capsys.readouterr().out
+
+
+def test_report_with_a_missing_config_says_so_like_status(tmp_path, capsys, monkeypatch):
+    """`bench report --config nosuch.toml --profile paper` must not quietly render ./results."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (["report", "--config", "nosuch.toml", "--profile", "paper"], ["report", "--profile", "paper"],
+                 ["status", "--config", "nosuch.toml", "--profile", "paper"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "configuration file not found" in err and "--results" in err, (argv, err)
+    assert not (tmp_path / "results" / "index.html").exists()
 
 
 def test_narrowed_runs_keep_the_whole_grid_in_the_plan_and_the_results(tmp_path):
