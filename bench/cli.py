@@ -152,10 +152,13 @@ def _cmd_run(args) -> int:
     plan = stages.plan(profile, shard=args.shard)
     results_dir = Path(args.results).resolve() if args.results else config.results_dir(profile)
     counts = {"component": 0, "model": 0, "evaluation": 0, "group": 0, **plan.role_counts()}
-    print(f"profile {profile.name!r}: {len(profile.cells())} grid points "
-          f"({len(profile.methods)} methods × {len(profile.datasets)} datasets × {len(profile.seeds)} seeds"
-          f"{' × sweeps' if profile.sweep else ''}) → {counts['component']} components, {counts['model']} models, "
-          f"{counts['evaluation']} evaluations, {counts['group']} seed groups → {results_dir}")
+    from bench.listing import count
+
+    print(f"profile {profile.name!r}: {count(len(profile.cells()), 'grid point')} "
+          f"({count(len(profile.methods), 'method')} × {count(len(profile.datasets), 'dataset')} × "
+          f"{count(len(profile.seeds), 'seed')}{' × sweeps' if profile.sweep else ''}) → "
+          f"{count(counts['component'], 'component')}, {count(counts['model'], 'model')}, "
+          f"{count(counts['evaluation'], 'evaluation')}, {count(counts['group'], 'seed group')} → {results_dir}")
     if args.dry_run:
         for s in plan.stages:
             if s.kind == "model":

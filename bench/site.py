@@ -116,8 +116,10 @@ def _grid_line(rows: pd.DataFrame, profiles: list[str]) -> str:
     def count(col: str) -> int:
         return rows[col].dropna().nunique() if col in rows else 0
 
+    from bench.listing import count as counted
+
     parts = [f"profile {html.escape(', '.join(profiles))}" if profiles else "",
-             f"{count('method')} methods", f"{count('dataset')} datasets", f"{count('model_id')} models"]
+             counted(count("method"), "method"), counted(count("dataset"), "dataset"), counted(count("model_id"), "model")]
     return " · ".join(p for p in parts if p)
 
 

@@ -29,6 +29,16 @@ def test_ls_metrics_name_lists_the_parameters_the_function_takes(capsys):
     assert "needs: factors" in out and "outputs: factorvae" in out
 
 
+def test_ls_metrics_name_shows_ranges_choices_and_what_bench_score_accepts(capsys):
+    assert main(["ls", "metrics", "dci"]) == 0
+    out = capsys.readouterr().out
+    assert 'importance  "gbt"; gbt | sklearn_gbt | hist_gbt' in out and "num_train   10000; >= 2" in out
+    assert "bench score --param accepts: dci.importance (the tables' sizes are bench score's --num-train" in out
+    assert main(["ls", "metrics", "fid"]) == 0
+    out = capsys.readouterr().out
+    assert "bench score: not computed on a codes table" in out and "``" not in out
+
+
 def test_ls_profiles_gives_name_description_and_grid_size(tmp_path, capsys):
     config = tmp_path / "bench.toml"
     config.write_text(textwrap.dedent("""
@@ -43,7 +53,29 @@ def test_ls_profiles_gives_name_description_and_grid_size(tmp_path, capsys):
     """))
     assert main(["ls", "profiles", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "  two\n      two methods, two seeds\n      4 grid points → 0 components, 4 models, 8 evaluations" in out
+    assert ("  two\n      two methods, two seeds\n      4 grid points → 0 components, 4 models, 8 evaluations "
+            "(2 methods × 1 dataset × 2 seeds)") in out
+
+
+def test_ls_profiles_counts_in_the_singular_and_keeps_training_warnings_for_bench_run(tmp_path, capsys, monkeypatch):
+    """One model is "1 model"; planning vq-f4 without LPIPS weights warns about training, which is not for a listing."""
+    import methods.vqgan
+
+    monkeypatch.setattr(methods.vqgan, "_WARNED", set())  # a warning said earlier in this process is said again
+    config = tmp_path / "bench.toml"
+    config.write_text(textwrap.dedent("""
+        [profiles.one]
+        methods = ["vq-f4"]
+        datasets = ["dsprites-procedural-32"]
+        seeds = [0]
+        preset = "tiny"
+        metrics = ["reconstruction"]
+        device = "cpu"
+    """))
+    assert main(["ls", "profiles", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "1 grid point → 0 components, 1 model, 1 evaluation (1 method × 1 dataset × 1 seed)" in captured.out
+    assert captured.err == ""
 
 
 def test_a_name_without_methods_or_metrics_is_refused(capsys):
