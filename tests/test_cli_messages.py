@@ -159,6 +159,12 @@ def test_the_docs_of_bench_status_say_failures_show_whole_reasons_grouped():
         assert "first line of the reason" not in flat and "whole reason" in flat and "count" in flat
 
 
+def test_readme_says_that_k_is_a_substring_match_and_how_to_select_one_method():
+    step = (REPO / "README.md").read_text().split("## Adding a method", 1)[1].split("## ", 1)[0]
+    flat = " ".join(step.split())
+    assert "substring match" in flat and '-k "[my-method]"' in flat
+
+
 def test_a_closed_pipe_ends_a_listing_quietly():
     """`bench run --dry-run | head -1` on a big grid: no BrokenPipeError traceback."""
     import subprocess
