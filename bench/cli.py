@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                           "[executor.slurm] in bench.toml), local (submitit's local pool) or debug (in-process)")
     run.add_argument("--wait", action="store_true", help="with --executor slurm: follow the jobs until they end")
     run.add_argument("--dry-run", action="store_true", help="validate the config and list the stages, run nothing")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bars: one plain line per finished stage and, while a model trains, its step "
+                          "and loss every minute (what bench run prints anyway without a terminal)")
     for key, what in (("methods", "method names"), ("datasets", "dataset names"), ("seeds", "seeds")):
         run.add_argument(f"--{key}", default=None, help=f"run only these of the profile's {key} (comma-separated {what})")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
@@ -85,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("report", "leaderboard"):
         lb = sub.add_parser(name, help="regenerate the website (index.html), leaderboard and plots from results.csv"
                             + (" (alias of `bench report`)" if name == "leaderboard" else ""))
-        lb.add_argument("--config", default="bench.toml", help="configuration file (default: ./bench.toml)")
+        lb.add_argument("--config", default=None,
+                        help="configuration file (default: ./bench.toml; where there is none and no --config or "
+                             "--profile is given, ./results)")
         lb.add_argument("--profile", default=None, help="the profile whose results folder to render (default: the file's default)")
         lb.add_argument("--results", default=None, help="a results folder instead of a profile's (without a bench.toml: results)")
     return p
@@ -148,10 +152,13 @@ def _cmd_run(args) -> int:
     plan = stages.plan(profile, shard=args.shard)
     results_dir = Path(args.results).resolve() if args.results else config.results_dir(profile)
     counts = {"component": 0, "model": 0, "evaluation": 0, "group": 0, **plan.role_counts()}
-    print(f"profile {profile.name!r}: {len(profile.cells())} grid points "
-          f"({len(profile.methods)} methods × {len(profile.datasets)} datasets × {len(profile.seeds)} seeds"
-          f"{' × sweeps' if profile.sweep else ''}) → {counts['component']} components, {counts['model']} models, "
-          f"{counts['evaluation']} evaluations, {counts['group']} seed groups → {results_dir}")
+    from bench.listing import count
+
+    print(f"profile {profile.name!r}: {count(len(profile.cells()), 'grid point')} "
+          f"({count(len(profile.methods), 'method')} × {count(len(profile.datasets), 'dataset')} × "
+          f"{count(len(profile.seeds), 'seed')}{' × sweeps' if profile.sweep else ''}) → "
+          f"{count(counts['component'], 'component')}, {count(counts['model'], 'model')}, "
+          f"{count(counts['evaluation'], 'evaluation')}, {count(counts['group'], 'seed group')} → {results_dir}")
     if args.dry_run:
         for s in plan.stages:
             if s.kind == "model":
@@ -219,8 +226,8 @@ def _narrowed(profile, args):
         allowed = getattr(profile, key)
         unknown = [v for v in values if v not in allowed]
         if unknown or not values:
-            raise ConfigError(f"--{key} {text!r}: {', '.join(map(str, unknown)) or 'nothing'} is not among profile "
-                              f"{profile.name!r}'s {key} ({', '.join(map(str, allowed))}); --{key} narrows the profile")
+            raise ConfigError(f"--{key} {text!r}: {', '.join(map(str, unknown)) or 'nothing'} is not among the {key} "
+                              f"of profile {profile.name!r} ({', '.join(map(str, allowed))}); --{key} narrows the profile")
         changes[key] = values
     return dataclasses.replace(profile, **changes) if changes else profile
 
@@ -231,11 +238,14 @@ def _cmd_leaderboard(args) -> int:
 
     results = args.results
     if results is None:
-        if Path(args.config).is_file():
+        config_path = Path(args.config or "bench.toml")
+        if config_path.is_file():
             from bench.config import load_config
 
-            config = load_config(args.config)
+            config = load_config(config_path)
             results = config.results_dir(config.profile(args.profile))
+        elif args.config is not None or args.profile is not None:  # asked for a profile: never render another folder
+            raise FileNotFoundError(f"{config_path}: configuration file not found; pass --results DIR instead")
         else:
             results = "results"
     collect_from_plans(Path(results))  # stages finished by jobs nobody waited for

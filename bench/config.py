@@ -185,13 +185,29 @@ def load_config(path: str | Path = "bench.toml", *, sets: list[str] | None = Non
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    if sets:
-        apply_sets(raw, sets, profile)
-    return parse_config(raw, path)
+    if not sets:
+        return parse_config(raw, path)
+    name = apply_sets(raw, sets, profile)
+    try:
+        return parse_config(raw, path)
+    except ConfigError as exc:
+        raise ConfigError(_blame_set(str(exc), sets, name, path)) from None
 
 
-def apply_sets(raw: dict[str, Any], sets: list[str], profile: str | None) -> None:
-    """Merge ``--set KEY=VALUE`` items into ``raw['profiles'][profile]`` (see :func:`load_config`)."""
+def _blame_set(message: str, sets: list[str], profile: str, path: Path) -> str:
+    """An error about a key a ``--set`` item wrote names the item (the value is not in the file)."""
+    plain = message.replace('"', "")
+    for item in sets:
+        key = item.partition("=")[0].strip().replace('"', "").replace("'", "")
+        if f"profiles.{profile}.{key}" in plain or f"{profile}.{key}" in plain:
+            rest = message[len(f"{path}: "):] if message.startswith(f"{path}: ") else message
+            return f"--set {item!r} (profile {profile!r} of {path}): {rest}"
+    return f"{message} (after --set {', '.join(repr(i) for i in sets)})"
+
+
+def apply_sets(raw: dict[str, Any], sets: list[str], profile: str | None) -> str:
+    """Merge ``--set KEY=VALUE`` items into ``raw['profiles'][profile]`` (see :func:`load_config`); returns
+    the profile's name."""
     profiles = raw.get("profiles") or {}
     name = profile or raw.get("default_profile") or next(iter(profiles), None)
     if name not in profiles:
@@ -209,6 +225,7 @@ def apply_sets(raw: dict[str, Any], sets: list[str], profile: str | None) -> Non
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"--set {item!r}: {key.strip()!r} is not a dotted key path ({exc})") from None
         _merge(profiles[name], table, f"profiles.{name}", item)
+    return name
 
 
 def _merge(target: dict[str, Any], new: dict[str, Any], where: str, item: str) -> None:

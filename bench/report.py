@@ -16,7 +16,8 @@ import pandas as pd
 
 from bench import aggregates, reported, site
 from bench.results import FAILED, OK, read_results, write_csv_atomic
-from bench.tables import RUN_STATS, best_lines, digits, grid_rows, lower_is_better, reported_note, tile_grid
+from bench.tables import (RUN_STATS, best_lines, digits, grid_rows, is_spread, line_provenance, lower_is_better,
+                          metric_parameters, metric_parameters_text, provenance, reported_note, tile_grid)
 from bench.figures import read_figures
 from bench.trainlog import read_log
 
@@ -48,7 +49,10 @@ def leaderboard(rows: pd.DataFrame) -> pd.DataFrame:
                 n = int(stats.loc[(*key, m), "count"]) if (*key, m) in stats.index else 0
                 line[f"{m}_mean"], line[f"{m}_std"], line[f"{m}_n"] = np.nan, np.nan, n
         out.append(line)
-    return pd.DataFrame(out) if out else pd.DataFrame(columns=[*keys, "seeds"])  # an empty table renders too
+    if not out:
+        return pd.DataFrame(columns=[*keys, "seeds"])  # an empty table renders too
+    # where each line's numbers come from, as columns a CSV reader can filter on (the page and .md say it in words)
+    return pd.DataFrame(out).merge(line_provenance(rows, keys), on=keys, how="left")
 
 
 def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
@@ -58,9 +62,10 @@ def _finished_seeds(rows: pd.DataFrame) -> pd.Series:
     return per_seed.groupby(level=[0, 1, 2], dropna=False).sum()
 
 
-def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, mark_best: bool) -> list[str]:
+def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, mark_best: bool,
+                    diagnostics: bool = False) -> list[str]:
     head = ["dataset", "method"] + (["config"] if show_config else []) + ["seeds"] + [
-        f"{m} {'↓' if lower_is_better(m) else '↑'}" if mark_best else m for m in metrics]
+        f"{m} {'↓' if lower_is_better(m) else '↑'}" if mark_best and not is_spread(m) else m for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = {m: set().union(*[best_lines(sub, m) for _, sub in board.groupby("dataset")]) if mark_best else set()
             for m in metrics}
@@ -68,14 +73,38 @@ def _markdown_table(board: pd.DataFrame, metrics: list[str], show_config: bool, 
         cells = [str(r["dataset"]), str(r["method"])] + ([str(r["config_id"])] if show_config else []) + [r["seeds"]]
         for m in metrics:
             mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
-            cell = f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std)
+            if diagnostics and not_reported(r, m):
+                cell = "n/a"  # a method without a training loop: its finished seeds report no loss nor speed
+            else:
+                cell = f"— ({int(n)} seeds)" if np.isnan(mean) else _fmt(mean, std)
             cells.append((f"**{cell}**" if i in best[m] else cell) + reported_note(r, m))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def leaderboard_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard (metrics, best per dataset in bold) and, apart, the training diagnostics."""
+def not_reported(r: pd.Series, metric: str) -> bool:
+    """A line whose finished seeds have no value of ``metric`` at all (a diagnostic its method does not report)."""
+    done = int(str(r["seeds"]).split("/")[0])
+    return bool(pd.isna(r[f"{metric}_mean"]) and int(r[f"{metric}_n"]) == 0 and done > 0)
+
+
+def provenance_markdown(rows: pd.DataFrame, metrics: list[str] | None = None) -> str:
+    """Where the numbers come from (profile, preset, commit, device, packages) and the metric parameters."""
+    prov = provenance(rows)
+    lines = [f"Where the numbers come from: profile {prov['profile']} · preset {prov['preset']} · git commit {prov['git_commit']} · "
+             f"device {prov['device']} · packages {prov['packages']}."]
+    params = metric_parameters(rows, metrics)
+    if params:
+        lines.append("\nMetric parameters (those set by the profile; the others are the study defaults):\n")
+        lines += [f"- {metric_parameters_text(m, sets)}" for m, sets in params.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def leaderboard_markdown(board: pd.DataFrame, rows: pd.DataFrame | None = None) -> str:
+    """The leaderboard (metrics, best per dataset in bold) and, apart, the training diagnostics.
+
+    With the ``rows`` it was computed from, it starts with where the numbers come from.
+    """
     board = board.reset_index(drop=True)
     columns = [c[:-5] for c in board.columns if c.endswith("_mean")]
     metrics = [m for m in columns if m not in RUN_STATS]
@@ -87,14 +116,18 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
         "\nValues are mean ± std over seeds; ↑ higher is better, ↓ lower is better; the best mean per dataset "
         "is in bold. '—' marks a setting with fewer finished seeds than planned: it is shown as missing, not averaged.\n"
     )
+    if any(is_spread(m) for m in metrics):
+        legend += "\nA `*_fold_std` column is a spread (the std over folds), not a score: it has no direction and no best.\n"
     if any_reported:
         legend += ("\n'published' is the value the paper reports for the same setting and protocol "
                    "(bench/reported/papers.csv), Δ = measured − published; see reproduction.md.\n")
     if diagnostics:
         legend += ("\n## Training diagnostics\n\nNot metrics: `final_loss` compares different objectives and "
                    "`train_images_per_s` measures the machine's load.\n\n"
-                   + "\n".join(_markdown_table(board, diagnostics, show_config, mark_best=False)) + "\n")
-    return "# Leaderboard\n\n" + "\n".join(lines) + "\n" + legend
+                   + "\n".join(_markdown_table(board, diagnostics, show_config, mark_best=False, diagnostics=True))
+                   + "\n\n'n/a': the method reports no such value (no training loop).\n")
+    head = provenance_markdown(grid_rows(rows), metrics) if rows is not None else ""
+    return "# Leaderboard\n\n" + head + "\n".join(lines) + "\n" + legend
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -148,7 +181,7 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     metrics = [c[:-5] for c in board.columns if c.endswith("_mean") and c[:-5] not in RUN_STATS]
     intervals = aggregates.setting_intervals(rows, metrics)
     overall = aggregates.overall_intervals(rows, metrics)
-    improvement = aggregates.improvement_table(rows, metrics)
+    improvement = aggregates.improvement_table(rows, [m for m in metrics if not is_spread(m)])  # spreads are not ranked
     board = aggregates.attach(board, intervals)
     out = {"leaderboard_csv": results_dir / "leaderboard.csv", "leaderboard_md": results_dir / "leaderboard.md",
            "reproduction_md": results_dir / "reproduction.md", "aggregates_csv": results_dir / "aggregates.csv",
@@ -157,7 +190,7 @@ def regenerate(results_dir: Path) -> dict[str, Path]:
     write_csv_atomic(overall, out["aggregates_csv"])
     write_csv_atomic(improvement, out["improvement_csv"])
     reproduction = _with_counterpart(reported.reproduction_table(board, grid_rows(rows), published))
-    texts = [("leaderboard_md", leaderboard_markdown(board) + aggregates_markdown(intervals, overall, improvement))]
+    texts = [("leaderboard_md", leaderboard_markdown(board, rows) + aggregates_markdown(intervals, overall, improvement))]
     if len(reproduction):  # only a grid with a published counterpart gets reproduction.md
         texts.append(("reproduction_md", reported.reproduction_markdown(reproduction)))
     else:
@@ -189,30 +222,46 @@ def _with_counterpart(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric_plots(rows: pd.DataFrame, plots: Path) -> None:
-    import matplotlib  # heavy (matplotlib, seaborn): imported only when plots are drawn, not at start-up
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    plt = _pyplot()
 
     ok = rows[(rows["status"] == OK) & rows["metric"].notna() & (rows["metric"].astype(str) != "")]
     for metric, sub in ok.groupby("metric"):
         if metric in RUN_STATS or _PER_T.match(str(metric)):  # per-t probe rows: the accuracy-against-t plot
             continue
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sub["method"].nunique() + 1.6 * (sub["dataset"].nunique() > 1), 3.2))
-        sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
-        sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, palette="dark:k", size=4, legend=False)
-        ax.set_title(f"{metric} (bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
-        ax.set_ylabel(metric)
-        ax.tick_params(axis="x", rotation=30)
-        legend = ax.get_legend()
-        if legend is not None and sub["dataset"].nunique() < 2:
-            legend.remove()  # one dataset: the title's table says which
-        elif legend is not None:  # beside the axes, never over the bars
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7, title="dataset")
-        fig.tight_layout()
+        fig = metric_figure(sub, str(metric))
         fig.savefig(plots / f"metric_{metric}.png", dpi=110)
         plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib  # heavy (matplotlib, seaborn): imported only when plots are drawn, not at start-up
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def metric_figure(sub: pd.DataFrame, metric: str):
+    """One metric per method: bars (mean ± sd over seeds) and dots (seeds); several datasets: a legend beside."""
+    plt = _pyplot()
+    import seaborn as sns
+
+    several = sub["dataset"].nunique() > 1
+    fig, ax = plt.subplots(figsize=(max(3.6, 1.2 + 1.1 * sub["method"].nunique() + 1.6 * several), 3.4),
+                           layout="constrained")  # room for the title, the rotated names and the legend
+    sns.barplot(data=sub, x="method", y="value", hue="dataset", errorbar="sd", ax=ax, alpha=0.6)
+    sns.stripplot(data=sub, x="method", y="value", hue="dataset", dodge=True, ax=ax, palette="dark:k", size=4, legend=False)
+    ax.set_title(f"{metric}\n(bars: mean ± sd over seeds; dots: seeds)", fontsize=9)
+    ax.set_ylabel(metric)
+    ax.set_xlabel("method")
+    ax.tick_params(axis="x", rotation=30)
+    legend = ax.get_legend()
+    if legend is not None and not several:
+        legend.remove()  # one dataset: the title's table says which
+    elif legend is not None:  # beside the axes, never over the bars
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7, title="dataset")
+    return fig
 
 
 #: per-t rows of the latent_probe metric: probe_mlp_t0.3, probe_svc100_t1.0, ...
@@ -229,37 +278,42 @@ def _probe_t_plots(rows: pd.DataFrame, plots: Path) -> None:
     per_t = ok[ok["metric"].str.match(_PER_T.pattern)]
     if per_t.empty and not ok["metric"].isin(["probe_mlp"]).any():
         return
-    import matplotlib  # heavy: imported only when plots are drawn, not at start-up
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     for dataset, sub in ok.groupby("dataset"):
-        timed = sub[sub["metric"].str.match(_PER_T.pattern)]
-        if timed.empty:
+        fig = probe_t_figure(str(dataset), sub)
+        if fig is None:
             continue  # no time-conditioned code here: the bar plots say it all
-        parsed = timed["metric"].str.extract(_PER_T.pattern)
-        timed = timed.assign(probe=parsed[0], t=parsed[1].astype(float))
-        probes = sorted(timed["probe"].unique(), key=lambda p: (p != "probe_mlp", p))
-        ts = sorted(timed["t"].unique())
-        timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
-        fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes), 3.4), squeeze=False)
-        for ax, probe in zip(axes[0], probes):
-            for (method, config), line in timed[timed["probe"] == probe].groupby(["method", "config_id"]):
-                means = line.groupby("t")["value"].mean()
-                ax.plot(means.index, means.values, marker="o", label=f"{method} ({config})")
-            flat = sub[(sub["metric"] == probe)]
-            for (method, config), line in flat.groupby(["method", "config_id"]):
-                if (method, config) in timed_keys:
-                    continue
-                ax.plot([ts[0], ts[-1]], [line["value"].mean()] * 2, linestyle="--", label=f"{method} ({config})")
-            ax.set_xlabel("t of the code E(x_0, t)")
-            ax.set_ylabel("test accuracy")
-            ax.set_title(f"{dataset}: {probe}", fontsize=9)
-        axes[0][-1].legend(fontsize=7, loc="best")
-        fig.tight_layout()
         fig.savefig(plots / f"probe_t__{dataset}.png", dpi=110)
         plt.close(fig)
+
+
+def probe_t_figure(dataset: str, sub: pd.DataFrame):
+    """Probe accuracy against t on one dataset (its OK rows, metric as text); ``None`` without a per-t row."""
+    plt = _pyplot()
+    timed = sub[sub["metric"].str.match(_PER_T.pattern)]
+    if timed.empty:
+        return None
+    parsed = timed["metric"].str.extract(_PER_T.pattern)
+    timed = timed.assign(probe=parsed[0], t=parsed[1].astype(float))
+    probes = sorted(timed["probe"].unique(), key=lambda p: (p != "probe_mlp", p))
+    ts = sorted(timed["t"].unique())
+    timed_keys = set(map(tuple, timed[["method", "config_id"]].drop_duplicates().values))
+    fig, axes = plt.subplots(1, len(probes), figsize=(4.2 * len(probes) + 1.8, 3.4), squeeze=False, layout="constrained")
+    for ax, probe in zip(axes[0], probes):
+        for (method, config), line in timed[timed["probe"] == probe].groupby(["method", "config_id"]):
+            means = line.groupby("t")["value"].mean()
+            ax.plot(means.index, means.values, marker="o", label=f"{method} ({config})")
+        flat = sub[(sub["metric"] == probe)]
+        for (method, config), line in flat.groupby(["method", "config_id"]):
+            if (method, config) in timed_keys:
+                continue
+            ax.plot([ts[0], ts[-1]], [line["value"].mean()] * 2, linestyle="--", label=f"{method} ({config})")
+        ax.set_xlabel("t of the code E(x_0, t)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{dataset}: {probe}", fontsize=9)
+    # beside the last panel, like the bar plots' legends: never over the lines
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
 
 
 def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
@@ -296,20 +350,28 @@ def _image_figures(rows: pd.DataFrame, results_dir: Path, plots: Path) -> None:
             fig.savefig(plots / f"{stem}__attention.png", dpi=110)
             plt.close(fig)
         if "traversal" in arrays:
-            trav = arrays["traversal"]
-            fig, ax = plt.subplots(figsize=(0.6 * trav.shape[1] + 0.8, 0.6 * trav.shape[0] + 0.6))
-            ax.imshow(tile_grid(trav), cmap="gray", vmin=0, vmax=1)
-            ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
             labels = arrays.get("traversal_labels")
-            labels = [str(x) for x in labels] if labels is not None else [f"z{i}" for i in range(trav.shape[0])]
-            ax.set_yticklabels(labels, fontsize=7)
-            ax.set_xticks([0.5 * trav.shape[-1], (trav.shape[1] - 0.5) * trav.shape[-1]])
-            ax.set_xticklabels(["2nd percentile", "98th"], fontsize=6)
-            ax.set_xlabel("value of the dimension, in equal steps", fontsize=7)
-            ax.set_title(f"{r['method']}: latent traversal (row: dimension · factor it tracks most)", fontsize=9)
-            fig.tight_layout()
+            fig = traversal_figure(arrays["traversal"], None if labels is None else [str(x) for x in labels],
+                                   str(r["method"]))
             fig.savefig(plots / f"{stem}__traversal.png", dpi=110)
             plt.close(fig)
+
+
+def traversal_figure(trav: np.ndarray, labels: list[str] | None, method: str):
+    """One row per code dimension (labelled with the factor it tracks most), swept from its 2nd to 98th percentile."""
+    plt = _pyplot()
+    labels = labels if labels is not None else [f"z{i}" for i in range(trav.shape[0])]
+    # the image's width plus the widest row label (about 0.055 in per character at 7 pt) and a margin
+    width = max(4.2, 0.6 * trav.shape[1] + 0.055 * max(map(len, labels), default=2) + 0.8)
+    fig, ax = plt.subplots(figsize=(width, 0.6 * trav.shape[0] + 1.2), layout="constrained")
+    ax.imshow(tile_grid(trav), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([(i + 0.5) * trav.shape[-2] for i in range(trav.shape[0])])
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xticks([0.5 * trav.shape[-1], (trav.shape[1] - 0.5) * trav.shape[-1]])
+    ax.set_xticklabels(["2nd percentile", "98th"], fontsize=6)
+    ax.set_xlabel("value of the dimension, in equal steps", fontsize=7)
+    ax.set_title(f"{method}: latent traversal\n(row: dimension · factor it tracks most)", fontsize=9)
+    return fig
 
 
 def _first_seeds(rows: pd.DataFrame) -> pd.DataFrame:

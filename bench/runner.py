@@ -172,7 +172,6 @@ def run_profile(
     plan = stage_graph.plan(profile, shard=shard)
     whole = plan if grid is None else stage_graph.plan(grid, shard=shard)
     store = Store(results_dir)
-    write_json_atomic(whole.to_json(), results_dir / "plan" / f"{profile.name}.json")
     context = {"profile": profile.name, "packages": package_versions(), "git_commit": git_commit(), "device": dev,
                "threads": threads, "run": uuid.uuid4().hex[:12], "run_started": time.time()}
     adopt_legacy(plan, store, context)
@@ -181,6 +180,9 @@ def run_profile(
     todo = [s for s in plan.stages if looker.status(s) != DONE]
     check_datasets(plan, todo)
     check_released(plan, todo)
+    # recorded once the run can start: a run stopped by a check above leaves no plan (bench status would count a
+    # grid that never ran)
+    write_json_atomic(whole.to_json(), results_dir / "plan" / f"{profile.name}.json")
     job_ids: list[str] = []
     if executor != "inline":
         job_ids, ran, fitted = slurm.submit(profile, results_dir, plan, context, executor=executor, shard=shard,

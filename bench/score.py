@@ -33,9 +33,10 @@ import json
 import math
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -148,6 +149,7 @@ def score_codes(
     batch_size: int = 16,
     n_jobs: int | None = -1,
     reasons: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Score a validated codes table (:func:`load_codes_file` or :func:`validate_codes`).
 
@@ -163,6 +165,8 @@ def score_codes(
         reasons: when given, a factor metric that cannot be computed on this table (MIG with a
             factor that takes one value) gives NaN and its reason here, and the others their
             values; when ``None``, its ``ValueError`` is raised.
+        progress: when given, called with a line before each metric group is computed
+            (``"[2/4] dci"``); the factor groups then run one at a time (the same values).
 
     Returns:
         ``{output name: value}`` for the selected outputs, in :data:`OUTPUT_NAMES` order.
@@ -176,9 +180,15 @@ def score_codes(
         raise ValueError(f"params given for {stray}, which are not computed (computing {list(plan.groups)})")
     codes = data["codes"]
     results: dict[str, float] = {}
+    order = list(plan.groups)
+
+    def say(group: str) -> None:
+        if progress is not None:
+            progress(f"[{order.index(group) + 1}/{len(order)}] {group}")
 
     factor_groups = [g for g in plan.groups if (GROUPS[g][1] == "factors" or g == "unsupervised") and g != "infomec"]
     if "infomec" in plan.groups:
+        say("infomec")
         # on the table's own rows: resampling a table repeats rows, and repeated codes (more copies than the
         # estimator's 10 neighbours) drive the nearest-neighbour mutual information to 0
         from bench.metrics.infomec import infomec_from_codes  # local: keeps sklearn out of `bench` start-up
@@ -186,18 +196,26 @@ def score_codes(
         results.update(infomec_from_codes(codes, consecutive_classes(data["factors"]), seed=seed,
                                           **params.get("infomec", {})))
     if factor_groups and "factors" in data:
-        try:
-            results.update(_factor_metrics(data, factor_groups, seed, params, num_train, num_test, batch_size, n_jobs))
-        except ValueError:
-            if reasons is None:
-                raise
+        together = progress is None  # with progress lines: one group at a time, a line each
+        if together:
+            try:
+                results.update(_factor_metrics(data, factor_groups, seed, params, num_train, num_test, batch_size, n_jobs))
+            except ValueError:
+                if reasons is None:
+                    raise
+                together = False
+        if not together:
             for group in factor_groups:  # one group at a time (each starts from the seed: the same values)
+                say(group)
                 try:
                     results.update(_factor_metrics(data, [group], seed, params, num_train, num_test, batch_size, n_jobs))
                 except ValueError as exc:
+                    if reasons is None:
+                        raise
                     for out in GROUPS[group][0]:
                         results[out], reasons[out] = float("nan"), str(exc)
     elif "unsupervised" in factor_groups:
+        say("unsupervised")
         from bench.metrics.unsupervised import unsupervised_from_codes  # local: keeps scipy out of `bench` start-up
 
         rows = np.random.RandomState(seed).choice(len(codes), size=min(num_train, len(codes)), replace=False)
@@ -209,12 +227,15 @@ def score_codes(
 
         table = TableAttributeDataset(data["attributes"], data.get("attribute_names"))
         if "tad" in plan.groups:
+            say("tad")
             results.update(tad(table, encode, np.random.RandomState(seed), **params.get("tad", {})))
         if "auroc" in plan.groups:
+            say("auroc")
             results.update(auroc(table, encode, np.random.RandomState(seed), **{"n_jobs": n_jobs, **params.get("auroc", {})}))
     if "latent_accuracy" in plan.groups:
         from bench.metrics.attributes import latent_accuracy  # local: keeps torch, pandas, sklearn out of start-up
 
+        say("latent_accuracy")
         table = TableLabelledDataset(data["labels"])
         results.update(latent_accuracy(table, encode, np.random.RandomState(seed), **params.get("latent_accuracy", {})))
     return {name: float(results[name]) for name in plan.outputs}
@@ -264,7 +285,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "score",
         help="score a representation computed anywhere (codes + factors/attributes/labels in an .npz file)",
-        description=plain_text(__doc__.split("\n\n")[0]),
+        description=plain_text(__doc__),  # the whole explanation, its paragraphs and bullets as written
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("codes", type=Path, help="the .npz file: codes (N x D) and any of factors, attributes, labels")
     p.add_argument("--metrics", default=None, help=f"comma-separated names (default: all the file allows): {', '.join(OUTPUT_NAMES)}")
@@ -278,6 +300,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="rows of the factor metrics' training table (default: 10000; 2/3 of a smaller table)")
     p.add_argument("--num-test", type=int, default=5000, metavar="N",
                    help="rows of the factor metrics' test table (default: 5000; the rest of a smaller table)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress lines on stderr (by default one plain line per metric group as it starts)")
     return p
 
 
@@ -346,6 +370,11 @@ def _settable_params() -> dict[str, tuple[str, ...]]:
     return {**suite.TABLE_METRIC_PARAMS, **suite.SAMPLING_METRIC_PARAMS, **suite.OPT_IN_TABLE_METRIC_PARAMS}
 
 
+def _progress_line(text: str) -> None:
+    """A plain progress line on stderr (stdout stays the results: ``--json`` output is parsed)."""
+    print(f"bench score: {text}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``bench score``; returns the exit status (0). Errors raise ``ValueError`` /
     ``FileNotFoundError`` with a one-line message."""
@@ -363,15 +392,26 @@ def run(args: argparse.Namespace) -> int:
     if not plan.outputs:
         raise ValueError(f"{data['source']}: nothing to score")
     reasons: dict[str, str] = {}
+    show = None if getattr(args, "no_progress", False) else _progress_line
+    if show is not None:
+        show(f"{data['source']}: {len(data['codes']):,} rows x {data['codes'].shape[1]} code dimensions; "
+             f"{len(plan.groups)} metric group(s): {', '.join(plan.groups)}")
+    start = time.perf_counter()
     results = score_codes(data, metrics, args.seed, params=params, reasons=reasons, num_train=num_train,
-                          num_test=num_test)
+                          num_test=num_test, progress=show)
+    if show is not None:
+        show(f"done in {time.perf_counter() - start:.1f} s")
+    if args.json:  # found while computing (the plan's were said above): said once; the table says it inline
+        for name, why in reasons.items():
+            print(f"bench score: {name}: not computed: {why}", file=sys.stderr)
     if metrics is not None:  # a requested metric the table cannot give keeps its row, with the reason
         for name, why in plan.unavailable.items():
             results[name], reasons[name] = float("nan"), why
     if args.json:
-        for name, why in reasons.items():
-            print(f"bench score: {name}: not computed: {why}", file=sys.stderr)
-        print(json.dumps({k: (v if math.isfinite(v) else None) for k, v in results.items()}, allow_nan=False))
+        out: dict[str, Any] = {k: (v if math.isfinite(v) else None) for k, v in results.items()}
+        if reasons:  # why each null is null, for a script
+            out["reasons"] = {k: reasons[k] for k in results if k in reasons}
+        print(json.dumps(out, allow_nan=False))
     else:
         width = max(len(k) for k in results)
         for name, value in results.items():

@@ -31,7 +31,8 @@ from bench.aggregates import improvement_matrices
 from bench.figures import read_figures
 from bench.results import FAILED
 from bench.status import collect, group_failures, total
-from bench.tables import RUN_STATS, best_lines, digits, grid_rows, lower_is_better, reported_note, tile_grid
+from bench.tables import (RUN_STATS, best_lines, digits, grid_rows, is_spread, lower_is_better, metric_parameters,
+                          metric_parameters_text, provenance, reported_note, tile_grid)
 
 #: the figure panels a model stage writes (bench.figures.write_figures), in display order
 PANELS = ("originals", "reconstructions", "samples", "traversal")
@@ -115,8 +116,10 @@ def _grid_line(rows: pd.DataFrame, profiles: list[str]) -> str:
     def count(col: str) -> int:
         return rows[col].dropna().nunique() if col in rows else 0
 
+    from bench.listing import count as counted
+
     parts = [f"profile {html.escape(', '.join(profiles))}" if profiles else "",
-             f"{count('method')} methods", f"{count('dataset')} datasets", f"{count('model_id')} models"]
+             counted(count("method"), "method"), counted(count("dataset"), "dataset"), counted(count("model_id"), "model")]
     return " · ".join(p for p in parts if p)
 
 
@@ -177,7 +180,7 @@ def _board_tables(board: pd.DataFrame, metrics: list[str], kind: str, rows: pd.D
             out.append(_metric_provenance(rows[rows["dataset"] == dataset], metrics))
         out.append(f"<table class='sortable {kind}' data-dataset='{_esc(dataset)}'><thead><tr>")
         for h in head:
-            direction = "" if h in ("method", "config", "seeds") or not mark_best else \
+            direction = "" if h in ("method", "config", "seeds") or not mark_best or is_spread(h) else \
                 f" data-direction={'lower' if lower_is_better(h) else 'higher'}"
             out.append(f"<th class={'name' if h in ('method', 'config') else 'num'} data-metric='{_esc(h)}'{direction}>"
                        f"{_esc(h)}</th>")
@@ -192,7 +195,9 @@ def _board_tables(board: pd.DataFrame, metrics: list[str], kind: str, rows: pd.D
             cells.append(f"<td data-value='{done}'>{done}/{planned}</td>")
             for m in metrics:
                 mean, std, n = r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]
-                if pd.isna(mean):
+                if kind == "diagnostics" and pd.isna(mean) and int(n) == 0 and done > 0:
+                    attrs, body = "class=missing data-value=''", "n/a"  # no training loop: no loss nor speed to report
+                elif pd.isna(mean):
                     attrs, body = "class=missing data-value=''", f"— <span class=n>({int(n)} of {planned} seeds)</span>"
                 else:
                     attrs = f"{'class=best ' if i in best[m] else ''}data-value='{mean:.10g}'"
@@ -204,39 +209,19 @@ def _board_tables(board: pd.DataFrame, metrics: list[str], kind: str, rows: pd.D
 
 
 def _metric_provenance(rows: pd.DataFrame, metrics: list[str]) -> str:
-    """The metric parameters the table's values were computed with (a reduced sample size shows here)."""
-    if "metric_params" not in rows:
-        return ""
-    parts = []
-    for metric in sorted({str(m) for m in rows["metric"].dropna()}):
-        base = metric if metric in metrics else next((m for m in metrics if metric.startswith(m)), None)
-        if base is None:
-            continue
-        params = sorted({str(p) for p in rows.loc[rows["metric"] == metric, "metric_params"].dropna()} - {"{}"})
-        if params:
-            parts.append(f"{_esc(metric)}: <code>{_esc(' | '.join(params))}</code>")
-    return f"<p class=provenance>metric parameters — {'; '.join(parts)}</p>" if parts else \
-        "<p class=provenance>metric parameters: the reference defaults</p>"
+    """The metric parameters the table's values were computed with (a reduced sample size named as such)."""
+    params = metric_parameters(rows, metrics)
+    if not params:
+        return "<p class=provenance>metric parameters: the study defaults</p>"
+    return ("<p class=provenance>metric parameters — "
+            + "; ".join(_esc(metric_parameters_text(m, sets)) for m, sets in params.items()) + "</p>")
 
 
 def _provenance(rows: pd.DataFrame) -> str:
     """Where the numbers come from: profile, preset, git commit, device and package versions of the rows."""
-    def distinct(col: str) -> str:
-        if col not in rows:
-            return "—"
-        values = sorted({str(v) for v in rows[col].dropna() if str(v)})
-        return ", ".join(values) if values else "—"
-
-    packages = set()
-    for text in (rows["packages"].dropna().unique() if "packages" in rows else []):
-        try:
-            packages |= {f"{k}={v}" for k, v in json.loads(text).items()}
-        except (ValueError, AttributeError):
-            packages.add(str(text))
-    commits = sorted({str(c)[:10] for c in rows["git_commit"].dropna()}) if "git_commit" in rows else []
-    return (f"profile {_esc(distinct('profile'))} · preset {_esc(distinct('preset'))} · git commit "
-            f"{_esc(', '.join(commits) or '—')} · device {_esc(distinct('device'))} · "
-            f"{_esc(' '.join(sorted(packages)) or 'packages —')}")
+    prov = provenance(rows)
+    return (f"profile {_esc(prov['profile'])} · preset {_esc(prov['preset'])} · git commit {_esc(prov['git_commit'])}"
+            f" · device {_esc(prov['device'])} · {_esc(prov['packages'] if prov['packages'] != '—' else 'packages —')}")
 
 
 def _interval(point: float, lo: float, hi: float) -> str:

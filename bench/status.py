@@ -1,7 +1,8 @@
 """``bench status``: how far a grid has got, read from the stage store alone (no torch, no pandas).
 
 Per stage role (component, model, evaluation, group): how many are done, running (with the
-owner's host and pid), failed (with the first line of the reason) and pending. A stage whose
+owner's host and pid), failed and pending; the failures grouped by their whole reason (every
+line of it), each reason once with its count and stages (:func:`group_failures`). A stage whose
 ``done.json`` records an input that has been redone since (the input's completion token
 changed, or the input is itself out of date) is not done: the next run redoes it, so it
 counts as pending. The stages

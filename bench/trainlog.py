@@ -6,6 +6,10 @@ its terms, ``lr``). Each line is flushed when written, so ``tail -f`` follows a 
 and the report can draw a curve of a stage that is still running. With the optional
 ``tensorboard`` package installed, the same scalars also go to TensorBoard event files
 (``<results>/tensorboard/<method>-<dataset>-seed<s>-<id>/``).
+
+With ``echo`` (``bench run`` without a terminal or with ``--no-progress``), a plain line —
+the stage, the phase, the step (of ``steps``), the loss, the time — goes to ``echo`` at most
+every ``every`` seconds, so a log file shows a long stage moving without progress bars.
 """
 
 from __future__ import annotations
@@ -13,18 +17,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: the batch size behind each phase's steps, for images/s
 _BATCH_KEYS = {"latent": "latent_batch_size"}
 
 
 class TrainLog:
-    def __init__(self, path: Path, params: dict[str, Any], tensorboard_dir: Path | None = None) -> None:
+    def __init__(self, path: Path, params: dict[str, Any], tensorboard_dir: Path | None = None, *,
+                 echo: Callable[[str], None] | None = None, every: float = 30.0, label: str = "") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.params = path, params
+        self._echo, self._every, self._label = echo, every, label
         self._file = open(path, "w", buffering=1)
         self._start = time.perf_counter()
+        self._echoed = self._start
         self._last: dict[str, tuple[int, float]] = {}
         self._tb = None
         if tensorboard_dir is not None:
@@ -45,6 +52,12 @@ class TrainLog:
         line.update(values)
         self._last[phase] = (step, now)
         self._file.write(json.dumps(line) + "\n")
+        if self._echo is not None and now - self._echoed >= self._every:
+            self._echoed = now
+            total = self.params.get("steps" if phase == "train" else f"{phase}_steps")
+            loss = f", loss {values['loss']:.4g}" if "loss" in values else ""
+            self._echo(f"{self._label}: {phase} step {step:,}" + (f"/{total:,}" if isinstance(total, int) else "")
+                       + f"{loss} ({now - self._start:.0f} s)")
         if self._tb is not None:
             for key, value in line.items():
                 if key not in ("phase", "step"):

@@ -42,6 +42,9 @@ from bench.store import DONE, PENDING, RUNNING, Store
 from bench.released.convert import convert
 from bench.trainlog import TrainLog
 
+#: without progress bars, a training stage prints a plain line (step, loss) at most this often, in seconds
+PROGRESS_EVERY = 60.0
+
 MODEL_ARTIFACTS = ("model.pt", "figures.npz", "rows.csv", "train_log.jsonl")
 
 
@@ -324,8 +327,11 @@ class Worker:
     def _fit(self, stage: ModelStage, folder: Path, dataset, components: dict[str, Any]):
         cls = registry.methods().load(stage.method)
         adapter = cls(**stage.params)
+        prefix = f"[{self.name}] " if self.name else ""
+        echo = None if self.bars else (lambda line: print(f"{prefix}      {line}", flush=True))  # no bar: plain lines
         log = TrainLog(folder / "train_log.jsonl", stage.params, tensorboard_dir=self.store.root / "tensorboard"
-                       / f"{stage.method}-{stage.dataset}-seed{stage.seed}-{stage.id[:8]}")
+                       / f"{stage.method}-{stage.dataset}-seed{stage.seed}-{stage.id[:8]}",
+                       echo=echo, every=PROGRESS_EVERY, label=f"training {stage.label}")
         adapter.set_logger(log)
         kwargs = {"components": components} if cls.components else {}
         try:

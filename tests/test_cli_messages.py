@@ -94,6 +94,19 @@ def test_an_unknown_star_override_names_its_path(tmp_path):
     assert "BetaVAE" not in str(info.value)
 
 
+def test_a_bad_set_value_names_the_set_item_not_only_the_file(tmp_path, capsys):
+    config = tmp_path / "bench.toml"
+    config.write_text('[profiles.s]\nmethods = ["ae"]\ndatasets = ["dsprites-procedural-32"]\nseeds = [0]\n')
+    for item, detail in (("overrides.ae.steps=many", "must be int"), ('overrides."*".steps=many', "must be int"),
+                         ("metric_params.dci.num_train=-1", "out of range"), ("seeds=[0, 'a']", "seeds must be")):
+        with pytest.raises(ConfigError) as info:
+            load_config(config, sets=[item])
+        message = str(info.value)
+        assert message.startswith(f"--set {item!r} (profile 's' of {config}): ") and detail in message, message
+    assert main(["run", "--config", str(config), "--dry-run", "--set", "overrides.ae.steps=many"]) == 2
+    assert "error: --set 'overrides.ae.steps=many'" in capsys.readouterr().err
+
+
 # -- bench score --help ------------------------------------------------------------------
 RST = re.compile(r"``|:[a-z]+(:[a-z]+)?:`")
 
@@ -105,6 +118,18 @@ def test_score_help_shows_no_rst_markup(capsys):
     out = capsys.readouterr().out
     assert "bench score CODES.npz: score a representation computed anywhere." in out
     assert not RST.search(out), out
+    # the whole explanation, not its first paragraph: what each kind of column gives, how rows are drawn
+    assert "* codes alone → gaussian_tc, mutual_info" in out and "Every metric group starts from" in out
+    assert "* factors → mig, sap" in out  # a bullet stays a bullet (not re-wrapped into the paragraph)
+    assert "--no-progress" in out
+
+
+def test_run_help_says_what_no_progress_prints(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "hide progress bars" not in out
+    assert "--no-progress no progress bars: one plain line per finished stage" in out and "step and loss" in out
 
 
 def test_plain_text_renders_the_whole_module_docstring():
@@ -123,6 +148,21 @@ def test_readme_using_it_says_to_activate_the_venv_first():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Using it", 1)[1].split("```bash", 1)[0]
     assert "source .venv/bin/activate" in section and ".venv/bin/bench" in section
+
+
+def test_the_docs_of_bench_status_say_failures_show_whole_reasons_grouped():
+    from bench import status
+
+    section = (REPO / "README.md").read_text().split("`bench status` reads only the store", 1)[1].split("###", 1)[0]
+    for text in (section, status.__doc__):
+        flat = " ".join(text.split())
+        assert "first line of the reason" not in flat and "whole reason" in flat and "count" in flat
+
+
+def test_readme_says_that_k_is_a_substring_match_and_how_to_select_one_method():
+    step = (REPO / "README.md").read_text().split("## Adding a method", 1)[1].split("## ", 1)[0]
+    flat = " ".join(step.split())
+    assert "substring match" in flat and '-k "[my-method]"' in flat
 
 
 def test_a_closed_pipe_ends_a_listing_quietly():

@@ -450,6 +450,26 @@ def test_missing_dataset_files_are_found_once_before_any_training(tmp_path, caps
     assert len(err.strip().splitlines()) == 1 and not (out / "stages").exists()
 
 
+def test_a_damaged_dataset_file_stops_the_grid_before_any_training_and_leaves_no_plan(tmp_path, capsys, monkeypatch):
+    """A garbage 3dshapes.h5 (a download cut off, a wrong file) is read once before the grid starts: one line
+    naming the file, nothing trained, no stage folders and no plan file of a run that never started."""
+    import bench.data.root as root
+
+    data = tmp_path / "data"
+    (data / "3dshapes").mkdir(parents=True)
+    (data / "3dshapes" / "3dshapes.h5").write_bytes(b"this is not an HDF5 file\n" * 1000)
+    monkeypatch.setattr(root, "_explicit", data)
+    monkeypatch.setenv("BENCH_TEST_FIT_LOG", str(tmp_path / "fits.log"))
+    profile, out, config = grid(tmp_path)
+    config.write_text(config.read_text().replace('datasets = ["tiny-bars"]', 'datasets = ["tiny-bars", "shapes3d"]'))
+    assert main(["run", "--config", str(config), "--profile", "t", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset 'shapes3d' cannot be read" in err and "3dshapes.h5" in err and "nothing was run" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "fits.log").exists()  # no model of the grid trained, tiny-bars' included
+    assert not (out / "stages").exists() and not (out / "plan").exists()
+
+
 # -- 7. `bench score`: every bad file or option is one line naming it ---------------------------------------
 @pytest.fixture
 def codes_file(tmp_path):

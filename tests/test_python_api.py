@@ -59,3 +59,37 @@ def test_bad_names_and_parameters_fail_before_any_work():
     with pytest.raises(TypeError, match="encode"):
         bench.evaluate(object(), TinyBars(), ["dci"])
     assert Spy.calls == 0
+
+
+class Generates(ReadsTheBars):
+    """A plain object that also draws images and reconstructs them (no adapter, no capabilities declared)."""
+
+    def sample(self, n, *, seed=0):
+        data = TinyBars()
+        return data.images(np.random.RandomState(seed).randint(0, len(data), n))
+
+    def reconstruct(self, images):
+        return np.asarray(images, np.float32).copy()
+
+
+def test_sample_and_reconstruct_of_a_plain_object_give_ok_rows(tmp_path, monkeypatch):
+    """FID through its sample(n, seed=...), MSE/PSNR/SSIM through its reconstruct(images): ok rows with values
+    (FID's network: a randomly initialised InceptionV3 file, as no test downloads the real weights)."""
+    import torch
+
+    from bench.metrics.fid_inception import FIDInceptionV3
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = FIDInceptionV3()
+    state = {**net.state_dict(), "fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}
+    weights = tmp_path / "pt_inception.pth"
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, weights)
+    rows = bench.evaluate(Generates(), TinyBars(), {
+        "reconstruction": {"num_samples": 16},
+        "fid": {"weights": str(weights), "num_samples": 3, "num_reference": 3, "sample_batch_size": 3, "batch_size": 3,
+                "device": "cpu"}}, seed=0).set_index("metric")
+    assert set(rows["status"]) == {"ok"}, rows[["status", "reason"]]
+    assert {"fid", "mse", "psnr", "ssim"} <= set(rows.index)
+    assert rows.loc["mse", "value"] == 0.0 and rows.loc["ssim", "value"] == pytest.approx(1.0)
+    assert np.isfinite(rows.loc["fid", "value"]) and rows.loc["fid", "value"] >= 0

@@ -243,3 +243,34 @@ def test_a_requested_metric_the_table_cannot_give_keeps_its_row_and_the_others_a
     out = json.loads(captured.out)
     assert out["factorvae"] is None and np.isfinite(out["mig"])
     assert "factorvae: not computed: needs observations with a factor held fixed" in captured.err
+
+
+def test_score_prints_progress_on_stderr_and_the_json_says_why_a_metric_is_missing_once(tmp_path, tiny_data, capsys):
+    """Plain progress lines (no terminal under pytest), stdout stays one JSON object; a requested metric the
+    table cannot give is null with its reason under "reasons", and the reason is printed once on stderr."""
+    _, table = _grid_table(tiny_data)
+    partial = {k: np.concatenate([v[1:]] * 10) for k, v in table.items()}
+    path = _save(tmp_path, **partial)
+    assert run(_cli(["score", str(path), "--metrics", "factorvae,mig,sap", "--json"])) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["factorvae"] is None and out["reasons"]["factorvae"].startswith("needs observations with a factor held fixed")
+    assert set(out["reasons"]) == {"factorvae"}
+    assert captured.err.count("factorvae: not computed") == 1
+    lines = captured.err.splitlines()
+    assert any(line.startswith("bench score: [1/2] mig") for line in lines)
+    assert any(line.startswith("bench score: [2/2] sap") for line in lines)
+    assert any(line.startswith("bench score: done in") for line in lines) and "\r" not in captured.err
+    assert {k: v for k, v in out.items() if k != "reasons"} == {
+        k: (None if np.isnan(v) else v) for k, v in score_codes(load_codes_file(path), ["mig", "sap"], 0).items()} | {
+        "factorvae": None}  # one group at a time gives the values of the groups together
+    run(_cli(["score", str(path), "--metrics", "mig", "--json", "--no-progress"]))
+    assert "bench score: [" not in capsys.readouterr().err
+
+
+def test_progress_lines_do_not_change_the_values_on_a_full_grid(tiny_data):
+    _, table = _grid_table(tiny_data)
+    metrics, lines = ["betavae", "factorvae", "mig", "dci"], []
+    together = score_codes(validate_codes(table), metrics, 3, params=SMALL_PARAMS, **SMALL)
+    assert score_codes(validate_codes(table), metrics, 3, params=SMALL_PARAMS, progress=lines.append, **SMALL) == together
+    assert lines == ["[1/4] betavae", "[2/4] factorvae", "[3/4] mig", "[4/4] dci"]

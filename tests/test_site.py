@@ -120,6 +120,13 @@ def test_the_page_says_where_the_numbers_come_from_and_keeps_diagnostics_apart(s
     assert str(site.parent) not in header  # the folder's name, not an absolute path
     provenance = browser.find_element(By.CSS_SELECTOR, "p.provenance").text
     assert "num_train" in provenance and "60" in provenance  # the grid's reduced DCI sample sizes
+    assert "num_train 60 is below the study default 10,000" in provenance  # said, not left to the reader
+    md = (site / "leaderboard.md").read_text().split("| dataset")[0]  # the leaderboard says it too
+    assert "profile t" in md and "preset tiny" in md and "git commit" in md and "torch=" in md
+    assert "num_train 60 is below the study default 10,000" in md
+    board_csv = pd.read_csv(site / "leaderboard.csv")
+    assert (board_csv["profile"] == "t").all() and (board_csv["preset"] == "tiny").all()
+    assert board_csv["below_study_default"].str.contains("dci.num_train 60 < 10,000").all()
     board = browser.find_element(By.CSS_SELECTOR, "table.board[data-dataset='tiny-bars']")
     heads = {th.get_attribute("data-metric"): th.get_attribute("data-direction")
              for th in board.find_elements(By.CSS_SELECTOR, "thead th")}

@@ -196,8 +196,11 @@ def _fitted(jobs: list) -> int:
 
 
 def follow(job_ids: list[str], store, plan, progress: bool, poll: float = 2.0) -> None:
-    """Wait until none of ``job_ids`` is queued or running, showing finished stages."""
-    bar = tqdm(total=len(plan.stages), desc="slurm", unit="stage", disable=not progress)
+    """Wait until none of ``job_ids`` is queued or running, showing finished stages: a bar on a terminal,
+    else (a log file, ``--no-progress``) a plain line each time the count of finished stages changes."""
+    bars = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(plan.stages), desc="slurm", unit="stage", disable=not bars)
+    said = None
     while True:
         out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True)
         queued = [line for line in out.stdout.split() if line.strip()] if out.returncode == 0 else []
@@ -205,6 +208,10 @@ def follow(job_ids: list[str], store, plan, progress: bool, poll: float = 2.0) -
                    (store.folder(s.kind, s.id) / "failed.json").exists() for s in plan.stages)
         bar.n = done
         bar.refresh()
+        if not bars and done != said:
+            said = done
+            print(f"slurm: {done}/{len(plan.stages)} stages finished; {len(queued)} job(s) queued or running",
+                  flush=True)
         if not queued and out.returncode == 0:
             break
         if out.returncode != 0 and "Invalid job id" in out.stderr:
