@@ -35,6 +35,8 @@ scikit-learn's own generator; both give each tied feature the split with equal p
 from __future__ import annotations
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
 FEATURE_THRESHOLD = 1e-7
 EPSILON = np.finfo(np.float64).eps
@@ -94,30 +96,34 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
     order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T)  # (F, n) samples sorted per feature
     xt = np.ascontiguousarray(x.T)  # (F, n)
     stages, importance_sum, splitting_trees = [], np.zeros(num_features), 0
-    for _ in range(n_stages):
-        prob = (1.0 / (1.0 + np.exp(-raw[:, 0])))[None, :] if binary else _softmax(raw).T  # (T, n)
-        grad = target - prob  # negative gradient
-        stage, node, importances = _grow(grad, order, xt, rng)
-        # Newton step per leaf
-        leaves = 2 ** MAX_DEPTH
-        flat = node + leaves * np.arange(t_count)[:, None]
-        count = np.bincount(flat.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
-        num = np.bincount(flat.ravel(), weights=grad.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
-        hess = np.bincount(flat.ravel(), weights=(prob * (1 - prob)).ravel(),
-                           minlength=t_count * leaves).reshape(t_count, leaves)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            numerator = num / count
-            if not binary:
-                numerator *= (k_classes - 1) / k_classes
-            denominator = hess / count
-            values = np.where(np.abs(denominator) < 1e-150, 0.0, numerator / denominator)
-        values = np.where(count > 0, values, 0.0)
-        stage.leaf_values = values
-        raw += LEARNING_RATE * values[np.arange(t_count)[:, None], node].T
-        stages.append(stage)
-        relevant = stage.features[0][:, 0] >= 0  # trees with more than a root (as scikit-learn counts them)
-        importance_sum += importances[relevant].sum(axis=0)
-        splitting_trees += int(relevant.sum())
+    work = _Work(t_count, num_features, n)
+    # torch's cumsum on one thread: its row-parallel version is 20x slower when the other core is busy (as it
+    # is in DCI, whose per-factor fits run in parallel); the sums are the same either way
+    with threadpool_limits(1, user_api="openmp"):
+        for _ in range(n_stages):
+            prob = (1.0 / (1.0 + np.exp(-raw[:, 0])))[None, :] if binary else _softmax(raw).T  # (T, n)
+            grad = target - prob  # negative gradient
+            stage, node, importances = _grow(grad, order, xt, rng, work)
+            # Newton step per leaf
+            leaves = 2 ** MAX_DEPTH
+            flat = node + leaves * np.arange(t_count)[:, None]
+            count = np.bincount(flat.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
+            num = np.bincount(flat.ravel(), weights=grad.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
+            hess = np.bincount(flat.ravel(), weights=(prob * (1 - prob)).ravel(),
+                               minlength=t_count * leaves).reshape(t_count, leaves)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                numerator = num / count
+                if not binary:
+                    numerator *= (k_classes - 1) / k_classes
+                denominator = hess / count
+                values = np.where(np.abs(denominator) < 1e-150, 0.0, numerator / denominator)
+            values = np.where(count > 0, values, 0.0)
+            stage.leaf_values = values
+            raw += LEARNING_RATE * values[np.arange(t_count)[:, None], node].T
+            stages.append(stage)
+            relevant = stage.features[0][:, 0] >= 0  # trees with more than a root (as scikit-learn counts them)
+            importance_sum += importances[relevant].sum(axis=0)
+            splitting_trees += int(relevant.sum())
     if splitting_trees == 0:
         importance = np.zeros(num_features)
     else:
@@ -139,30 +145,52 @@ def predict(model, x: np.ndarray) -> np.ndarray:
     return model["classes"][np.argmax(raw, axis=1)]
 
 
-def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.RandomState):
+class _Work:
+    """The (T, F, n) buffers one fit reuses at every level of every stage (a fresh 8 MB array per step
+    costs as much in page faults as the arithmetic on it)."""
+
+    def __init__(self, t_count: int, num_features: int, n: int):
+        shape = (t_count, num_features, n)
+        self.gathered = np.empty(shape)
+        self.proxy = np.empty(shape)
+        self.perm = np.empty(shape, dtype=np.int64)
+        self.next_perm = np.empty(shape, dtype=np.int64)
+        self.side = np.empty(shape, dtype=bool)
+        # torch views of the same memory: torch's cumsum adds along a row in the same order as NumPy's
+        # (bit-identical) at a third of its cost
+        self.gathered_t, self.proxy_t = torch.from_numpy(self.gathered), torch.from_numpy(self.proxy)
+
+
+def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.RandomState, work: _Work):
     """Grow the T depth-3 trees of one stage on the targets ``grad`` (T, n).
 
-    ``order`` (F, n): the samples sorted by each feature. Returns the stage (splits per level),
-    the final node id of every training sample (T, n) and the unnormalised importances (T, F).
+    ``order`` (F, n): the samples sorted by each feature; ``work``: the fit's buffers. Returns the
+    stage (splits per level), the final node id of every training sample (T, n) and the
+    unnormalised importances (T, F).
     """
     t_count, n = grad.shape
     num_features = xt.shape[0]
     rows = np.arange(t_count)
     importances = np.zeros((t_count, num_features))
     # per tree and feature, the samples in (node, value) order, as flat indices t·n + sample
-    perm = np.ascontiguousarray(order[None, :, :] + (rows * n)[:, None, None])
+    perm, spare = work.perm, work.next_perm
+    np.add(order[None, :, :], (rows * n)[:, None, None], out=perm)
     node = np.zeros((t_count, n), dtype=np.int64)  # node id at the current level
     open_node = np.ones((t_count, 1), dtype=bool)
     sq = grad * grad
     pos = np.arange(n)
     row_base = (np.arange(t_count * num_features) * n).reshape(t_count, num_features, 1)
     features, thresholds = [], []
+    children: tuple[np.ndarray, ...] = ()  # the level above's (count, sum, sum of squares) per child
     for depth in range(MAX_DEPTH):
         m = 2 ** depth
-        flat = (node + m * rows[:, None]).ravel()
-        count = np.bincount(flat, minlength=t_count * m).reshape(t_count, m)
-        total = np.bincount(flat, weights=grad.ravel(), minlength=t_count * m).reshape(t_count, m)
-        total_sq = np.bincount(flat, weights=sq.ravel(), minlength=t_count * m).reshape(t_count, m)
+        if depth == 0:
+            flat = np.repeat(rows, n)
+            count = np.bincount(flat, minlength=t_count).reshape(t_count, 1)
+            total = np.bincount(flat, weights=grad.ravel(), minlength=t_count).reshape(t_count, 1)
+            total_sq = np.bincount(flat, weights=sq.ravel(), minlength=t_count).reshape(t_count, 1)
+        else:  # the children's sums of the level above (the same sums, in the same order)
+            count, total, total_sq = (c.reshape(t_count, m) for c in children)
         with np.errstate(divide="ignore", invalid="ignore"):
             impurity = np.where(count > 0, total_sq / count - (total / count) ** 2, 0.0)
         open_node &= (count >= 2) & (impurity > EPSILON)
@@ -186,7 +214,9 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.Ra
         weight = np.where((n_right > 0) & open_node.ravel()[seg_flat],
                           1.0 / (n_left * np.maximum(n_right, 1.0)), 0.0)[:, None, :]
 
-        proxy = np.cumsum(grad.ravel().take(perm), axis=2)  # (T, F, n) S_L in (node, value) order
+        np.take(grad.ravel(), perm, out=work.gathered, mode="wrap")  # (indices are valid; "raise" would buffer)
+        torch.cumsum(work.gathered_t, 2, out=work.proxy_t)
+        proxy = work.proxy  # (T, F, n) S_L in (node, value) order
         proxy -= shift
         proxy *= proxy
         proxy *= weight
@@ -244,15 +274,19 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.Ra
         with np.errstate(divide="ignore", invalid="ignore"):
             c_imp = np.where(c_count > 0, c_sq / c_count - (c_sum / c_count) ** 2, 0.0)
         decrease = count * impurity - (c_count * c_imp).sum(axis=2)  # (T, m)
+        children = (c_count, c_sum, c_sq)
         for t, j in zip(*np.nonzero(splits)):
             importances[t, choice[t, j]] += decrease[t, j] / n
 
         if depth + 1 < MAX_DEPTH:  # children keep the per-feature order: stable partition by side
-            key = right.ravel().take(perm).view(np.int8)  # (T, F, n): 0 left, 1 right
-            key += (2 * seg).astype(np.int8)[:, None, :]
+            np.take(right.ravel(), perm, out=work.side, mode="wrap")
+            key = work.side.view(np.int8)  # (T, F, n): 0 left, 1 right
+            if depth:  # (at the root every position is in node 0)
+                key += (2 * seg).astype(np.int8)[:, None, :]
             moved = np.argsort(key, axis=2, kind="stable")  # radix sort of small integers
             moved += row_base
-            perm = perm.ravel().take(moved)
+            np.take(perm.ravel(), moved, out=spare, mode="wrap")
+            perm, spare = spare, perm
         node = child
         open_node = np.repeat(splits, 2, axis=1)
     return _Stage(features, thresholds, None), node, importances
