@@ -17,7 +17,8 @@ FAST = {"steps": 4, "batch_size": 8, "log_every": 1, "latent_steps": 4, "ddim_st
 
 
 def _shared_diffae_params() -> dict:
-    return DiffAE.from_preset("tiny", **FAST).get_params()
+    """DiffAE's tiny hyperparameters that InfoDiffusion shares (``pretrained``, for DiffAE's released files, is DiffAE's own)."""
+    return {k: v for k, v in DiffAE.from_preset("tiny", **FAST).get_params().items() if k in InfoDiffusion.defaults}
 
 
 def _fit(cls, data, seed=0, **params):
