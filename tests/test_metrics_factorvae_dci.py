@@ -236,3 +236,36 @@ def test_dci_from_codes_rejects_mismatched_splits():
     x, y = np.zeros((10, 3)), np.zeros((10, 2), dtype=np.int64)
     with pytest.raises(ValueError):
         dci_from_codes(x, y, np.zeros((5, 4)), np.zeros((5, 2), dtype=np.int64))
+
+
+class PointByPoint(PixelFactors):
+    """The same dataset, with ``sample_factors`` overridden: the metrics must then draw point by
+    point, in the reference's loop (disentanglement_lib's ``_generate_training_batch``)."""
+
+    def sample_factors(self, num, random_state):
+        return super().sample_factors(num, random_state)
+
+
+def test_batched_draws_are_the_references_point_by_point_draws():
+    """BetaVAE and FactorVAE draw all their points in a few ``randint`` calls where the dataset
+    allows it; every label, factor and so every feature must be the one the point-by-point loop
+    draws, and the random state must end where the loop leaves it."""
+    from bench.metrics.betavae import betavae_points
+    from bench.metrics.factorvae import _vote_table
+    from bench.metrics.sampling import draw_points
+
+    codes = lambda x: x.reshape(len(x), -1) * np.array([1.0, 2.0, 3.0])  # noqa: E731
+    fast, slow = SMALL, PointByPoint(SMALL.factor_sizes)
+    rs = np.random.RandomState(0)
+    assert draw_points(fast, rs, 3, 4, 2) is not None and draw_points(slow, rs, 3, 4, 2) is None
+    for batch_size, points, per_call in ((16, 37, 5), (3, 10, 1)):
+        rs_fast, rs_slow = np.random.RandomState(7), np.random.RandomState(7)
+        x_fast, y_fast = betavae_points(fast, codes, rs_fast, batch_size, points, per_call)
+        x_slow, y_slow = betavae_points(slow, codes, rs_slow, batch_size, points, per_call)
+        np.testing.assert_array_equal(y_fast, y_slow)
+        np.testing.assert_array_equal(x_fast, x_slow)
+        assert rs_fast.randint(2**31) == rs_slow.randint(2**31)
+        variances = np.array([0.5, 1.0, 2.0])
+        tables = [_vote_table(data, codes, np.random.RandomState(11), batch_size, points, variances,
+                              np.array([True, False, True]), per_call) for data in (fast, slow)]
+        np.testing.assert_array_equal(tables[0], tables[1])

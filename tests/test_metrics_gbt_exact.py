@@ -96,3 +96,22 @@ def test_fit_factor_returns_importances_and_accuracies():
 def test_single_class_is_rejected():
     with pytest.raises(ValueError, match="at least 2 classes"):
         fit_gbt(np.zeros((10, 2)), np.zeros(10, dtype=int))
+
+
+def test_growing_a_stages_trees_in_groups_changes_no_tree(monkeypatch):
+    """The trees of a stage are grown a few at a time (``TREES_PER_CALL``, for the caches): every
+    split, leaf value and importance is the one grown with all the trees of the stage in one call."""
+    from bench.metrics import gbt_exact
+
+    x, y = _table(700, 5, 7)
+    monkeypatch.setattr(gbt_exact, "TREES_PER_CALL", 7)
+    whole, whole_importance = fit_gbt(x, y, seed=3, n_stages=4)
+    for per_call in (1, 3):
+        monkeypatch.setattr(gbt_exact, "TREES_PER_CALL", per_call)
+        grouped, grouped_importance = fit_gbt(x, y, seed=3, n_stages=4)
+        np.testing.assert_array_equal(grouped_importance, whole_importance)
+        for a, b in zip(whole["stages"], grouped["stages"]):
+            for level in range(gbt_exact.MAX_DEPTH):
+                np.testing.assert_array_equal(a.features[level], b.features[level])
+                np.testing.assert_array_equal(a.thresholds[level], b.thresholds[level])
+            np.testing.assert_array_equal(a.leaf_values, b.leaf_values)

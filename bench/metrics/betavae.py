@@ -42,6 +42,7 @@ from bench.metrics.sampling import (
     EncodeFn,
     RandomStateLike,
     as_random_state,
+    draw_points,
     encode_in_chunks,
 )
 
@@ -109,23 +110,32 @@ def betavae_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``num_points`` points (step 1); returns features (num_points, D) and labels (num_points,).
 
-    Points are drawn one after another in the reference's order; the ``2 * batch_size``
-    images of ``points_per_call`` consecutive points are encoded in one call.
+    The draws are the reference's, in its order: all at once where the dataset allows it
+    (:func:`~bench.metrics.sampling.draw_points`), else point by point; the ``2 * batch_size``
+    images of ``points_per_call`` consecutive points are rendered and encoded in one call.
     """
+    drawn = draw_points(dataset, rs, num_points, batch_size, 2)
     features: list[np.ndarray] = []
-    labels = np.empty(num_points, dtype=np.int64)
+    labels = np.empty(num_points, dtype=np.int64) if drawn is None else drawn[0]
     done = 0
     while done < num_points:
         n = min(points_per_call, num_points - done)
-        first, second = [], []
-        for j in range(n):
-            labels[done + j] = rs.randint(dataset.num_factors)
-            factors1 = dataset.sample_factors(batch_size, rs)
-            factors2 = dataset.sample_factors(batch_size, rs)
-            factors2[:, labels[done + j]] = factors1[:, labels[done + j]]
-            first.append(dataset.sample_observations_from_factors(factors1, rs))
-            second.append(dataset.sample_observations_from_factors(factors2, rs))
-        images = np.concatenate(first + second, axis=0)
+        if drawn is None:  # the dataset's draws interleave with its rendering: point by point
+            first, second = [], []
+            for j in range(n):
+                labels[done + j] = rs.randint(dataset.num_factors)
+                factors1 = dataset.sample_factors(batch_size, rs)
+                factors2 = dataset.sample_factors(batch_size, rs)
+                factors2[:, labels[done + j]] = factors1[:, labels[done + j]]
+                first.append(dataset.sample_observations_from_factors(factors1, rs))
+                second.append(dataset.sample_observations_from_factors(factors2, rs))
+            images = np.concatenate(first + second, axis=0)
+        else:  # drawn already: copy each point's factor into its second batch, render all 2n batches at once
+            factors = drawn[1][done : done + n].copy()  # (n, 2, B, K)
+            rows = np.arange(n)
+            factors[rows, 1, :, labels[done : done + n]] = factors[rows, 0, :, labels[done : done + n]]
+            both = factors.transpose(1, 0, 2, 3).reshape(-1, factors.shape[-1])  # first batches, then second
+            images = dataset.sample_observations_from_factors(both, rs)
         codes = encode_in_chunks(encode, images, len(images))  # in the encoder's dtype, as the reference
         z1 = codes[: n * batch_size].reshape(n, batch_size, -1)
         z2 = codes[n * batch_size :].reshape(n, batch_size, -1)

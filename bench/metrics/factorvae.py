@@ -41,6 +41,7 @@ from bench.metrics.sampling import (
     EncodeFn,
     RandomStateLike,
     as_random_state,
+    draw_points,
     encode_in_chunks,
 )
 
@@ -127,23 +128,33 @@ def _vote_table(
 ) -> np.ndarray:
     """Draw ``num_votes`` votes; return the (K, D) int64 table of (factor, dimension) counts.
 
-    Several votes are drawn one after another (same draw order as the reference's loop)
-    and their ``votes_per_call * batch_size`` images are encoded in one call.
+    The draws are the reference's, in its order: all at once where the dataset allows it
+    (:func:`~bench.metrics.sampling.draw_points`), else vote by vote; the
+    ``votes_per_call * batch_size`` images of consecutive votes are rendered and encoded in one call.
     """
     num_factors = dataset.num_factors
     active_idx = np.flatnonzero(active)
     votes = np.zeros((num_factors, global_variances.shape[0]), dtype=np.int64)
+    drawn = draw_points(dataset, rs, num_votes, batch_size, 1)
     done = 0
     while done < num_votes:
         n = min(votes_per_call, num_votes - done)
-        fixed = np.empty(n, dtype=np.int64)
-        observations = []
-        for j in range(n):
-            fixed[j] = rs.randint(num_factors)
-            factors = dataset.sample_factors(batch_size, rs)
-            factors[:, fixed[j]] = factors[0, fixed[j]]
-            observations.append(dataset.sample_observations_from_factors(factors, rs))
-        codes = encode_in_chunks(encode, np.concatenate(observations, axis=0), n * batch_size)
+        if drawn is None:  # the dataset's draws interleave with its rendering: vote by vote
+            fixed = np.empty(n, dtype=np.int64)
+            observations = []
+            for j in range(n):
+                fixed[j] = rs.randint(num_factors)
+                factors = dataset.sample_factors(batch_size, rs)
+                factors[:, fixed[j]] = factors[0, fixed[j]]
+                observations.append(dataset.sample_observations_from_factors(factors, rs))
+            images = np.concatenate(observations, axis=0)
+        else:  # drawn already: hold each vote's factor at its first item's value, render all n batches at once
+            fixed = drawn[0][done : done + n]
+            factors = drawn[1][done : done + n, 0].copy()  # (n, B, K)
+            rows = np.arange(n)
+            factors[rows, :, fixed] = factors[rows, 0, fixed][:, None]
+            images = dataset.sample_observations_from_factors(factors.reshape(-1, num_factors), rs)
+        codes = encode_in_chunks(encode, images, n * batch_size)
         local_variances = np.var(codes.reshape(n, batch_size, -1), axis=1, ddof=1)
         ratios = local_variances[:, active_idx] / global_variances[active_idx]
         np.add.at(votes, (fixed, active_idx[np.argmin(ratios, axis=1)]), 1)

@@ -41,6 +41,8 @@ from threadpoolctl import threadpool_limits
 FEATURE_THRESHOLD = 1e-7
 EPSILON = np.finfo(np.float64).eps
 N_STAGES, LEARNING_RATE, MAX_DEPTH = 100, 0.1, 3
+#: trees grown per vectorised call: larger arrays stop fitting the caches, smaller ones pay Python's overhead
+TREES_PER_CALL = 2
 
 
 class _Stage:
@@ -69,43 +71,74 @@ def _softmax(raw: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+class _Target:
+    """The classifier's targets: its classes, one tree per class and stage (one for a binary target), its
+    start, its Newton-step scale and its tie-breaking random stream (``RandomState(seed)``)."""
+
+    def __init__(self, y_train: np.ndarray, n: int, seed: int):
+        self.classes, y = np.unique(np.asarray(y_train), return_inverse=True)
+        k_classes = len(self.classes)
+        if k_classes < 2:
+            raise ValueError(f"gradient boosting needs at least 2 classes in a factor, got {k_classes}")
+        self.binary = k_classes == 2
+        self.t_count = 1 if self.binary else k_classes
+        self.rng = np.random.RandomState(seed)
+        prior = np.bincount(y, minlength=k_classes) / n
+        eps = np.finfo(np.float64).eps
+        if self.binary:
+            p1 = np.clip(prior[1], eps, 1 - eps)
+            self.init = np.array([np.log(p1 / (1 - p1))])
+            self.target = (y == 1).astype(np.float64)[None, :]  # (1, n)
+            self.newton_scale = 1.0
+        else:
+            logp = np.log(np.clip(prior, eps, 1 - eps))
+            self.init = logp - logp.mean()
+            self.target = (y[None, :] == np.arange(k_classes)[:, None]).astype(np.float64)  # (K, n)
+            self.newton_scale = (k_classes - 1) / k_classes
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """(t_count, n) probabilities of the raw scores ``raw`` (n, t_count)."""
+        return (1.0 / (1.0 + np.exp(-raw[:, 0])))[None, :] if self.binary else _softmax(raw).T
+
+    def visits(self, num_features: int) -> list[np.ndarray]:
+        """The random order in which every node of every tree of one stage tries the features, per level
+        (t_count, 2**d, F), drawn level by level."""
+        return [np.argsort(self.rng.random_sample((self.t_count, 2 ** d, num_features)), axis=2)
+                for d in range(MAX_DEPTH)]
+
+
 def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: int = N_STAGES):
     """Fit the default gradient-boosted classifier; returns a model for :func:`predict` and the
     normalised importances (D,). ``seed`` draws the feature order that breaks exact ties."""
     x = np.ascontiguousarray(x_train, dtype=np.float32)
     n, num_features = x.shape
-    classes, y = np.unique(np.asarray(y_train), return_inverse=True)
-    k_classes = len(classes)
-    if k_classes < 2:
-        raise ValueError(f"gradient boosting needs at least 2 classes in a factor, got {k_classes}")
-    rng = np.random.RandomState(seed)
-    binary = k_classes == 2
-    t_count = 1 if binary else k_classes
-    prior = np.bincount(y, minlength=k_classes) / n
-    eps = np.finfo(np.float64).eps
-    if binary:
-        p1 = np.clip(prior[1], eps, 1 - eps)
-        init = np.array([np.log(p1 / (1 - p1))])
-        target = (y == 1).astype(np.float64)[None, :]  # (1, n)
-    else:
-        logp = np.log(np.clip(prior, eps, 1 - eps))
-        init = logp - logp.mean()
-        target = (y[None, :] == np.arange(k_classes)[:, None]).astype(np.float64)  # (K, n)
-    raw = np.tile(init, (n, 1))  # (n, T)
-
+    target = _Target(y_train, n, seed)
+    t_count = target.t_count
+    raw = np.tile(target.init, (n, 1))  # (n, T)
     order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T)  # (F, n) samples sorted per feature
     xt = np.ascontiguousarray(x.T)  # (F, n)
+    # the trees of a stage are grown TREES_PER_CALL at a time, each group with buffers of its size
+    bounds = np.linspace(0, t_count, -(-t_count // TREES_PER_CALL) + 1).round().astype(int)
+    groups = list(zip(bounds[:-1], bounds[1:]))
+    works: dict[int, _Work] = {}
     stages, importance_sum, splitting_trees = [], np.zeros(num_features), 0
-    work = _Work(t_count, num_features, n)
+    leaves = 2 ** MAX_DEPTH
     # torch's cumsum on one thread: its row-parallel version is 20x slower when the other core is busy (as it
     # is in DCI, whose per-factor fits run in parallel); the sums are the same either way
     with threadpool_limits(1, user_api="openmp"):
         for _ in range(n_stages):
-            prob = (1.0 / (1.0 + np.exp(-raw[:, 0])))[None, :] if binary else _softmax(raw).T  # (T, n)
-            grad = target - prob  # negative gradient
-            stage, node, importances = _grow(grad, order, xt, rng, work)
+            prob = target.probabilities(raw)  # (T, n)
+            grad = target.target - prob  # negative gradient
+            visits = target.visits(num_features)
+            parts = []
+            for lo, hi in groups:
+                work = works.get(hi - lo) or works.setdefault(hi - lo, _Work(hi - lo, num_features, n))
+                parts.append(_grow(grad[lo:hi], order, xt, [v[lo:hi] for v in visits], work))
+            stage = _Stage([np.concatenate([p[0].features[d] for p in parts]) for d in range(MAX_DEPTH)],
+                           [np.concatenate([p[0].thresholds[d] for p in parts]) for d in range(MAX_DEPTH)], None)
+            node = np.concatenate([p[1] for p in parts])
+            importances = np.concatenate([p[2] for p in parts])
             # Newton step per leaf
-            leaves = 2 ** MAX_DEPTH
             flat = node + leaves * np.arange(t_count)[:, None]
             count = np.bincount(flat.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
             num = np.bincount(flat.ravel(), weights=grad.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
@@ -113,8 +146,7 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
                                minlength=t_count * leaves).reshape(t_count, leaves)
             with np.errstate(divide="ignore", invalid="ignore"):
                 numerator = num / count
-                if not binary:
-                    numerator *= (k_classes - 1) / k_classes
+                numerator *= target.newton_scale
                 denominator = hess / count
                 values = np.where(np.abs(denominator) < 1e-150, 0.0, numerator / denominator)
             values = np.where(count > 0, values, 0.0)
@@ -129,7 +161,7 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
     else:
         mean = importance_sum / splitting_trees
         importance = mean / mean.sum()
-    return {"classes": classes, "init": init, "stages": stages, "binary": binary}, importance
+    return {"classes": target.classes, "init": target.init, "stages": stages, "binary": target.binary}, importance
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -161,10 +193,11 @@ class _Work:
         self.gathered_t, self.proxy_t = torch.from_numpy(self.gathered), torch.from_numpy(self.proxy)
 
 
-def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.RandomState, work: _Work):
+def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.ndarray], work: _Work):
     """Grow the T depth-3 trees of one stage on the targets ``grad`` (T, n).
 
-    ``order`` (F, n): the samples sorted by each feature; ``work``: the fit's buffers. Returns the
+    ``order`` (F, n): the samples sorted by each feature; ``visits``: per level the random order in
+    which each node's features are tried (T, 2**d, F); ``work``: the buffers. Returns the
     stage (splits per level), the final node id of every training sample (T, n) and the
     unnormalised importances (T, F).
     """
@@ -234,7 +267,7 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, rng: np.random.Ra
         # best feature per node: features visited in a random order, the first best wins.
         # The maxima above ignore FEATURE_THRESHOLD; a winner that splits between near-equal
         # values (rare) has its feature's maximum recomputed over the valid positions only.
-        visit = np.argsort(rng.random_sample((t_count, m, num_features)), axis=2)
+        visit = visits[depth]
         threshold = np.full((t_count, m), np.inf)
         feat = np.full((t_count, m), -1, dtype=np.int64)
         for t, j in zip(*np.nonzero(open_node & nonempty)):

@@ -119,6 +119,39 @@ def generate_factor_code(
     return codes, np.concatenate(factor_parts, axis=0)
 
 
+def draw_points(
+    dataset: FactorDataset, rs: np.random.RandomState, num_points: int, batch_size: int, batches: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The draws of ``num_points`` BetaVAE / FactorVAE points in one go, or ``None`` where that would change them.
+
+    One point draws, in this order, a factor index ``rs.randint(num_factors)`` and then ``batches``
+    factor batches ``dataset.sample_factors(batch_size, rs)`` (one ``randint(size_k, size=batch_size)``
+    per factor). A RandomState draws the same numbers from one ``randint`` call with an array of
+    upper bounds laid out in that order, so all the points come from a few calls instead of
+    ``num_points * (1 + batches * K)`` small ones; the points are then rendered and encoded in
+    large batches.
+
+    Returns ``(labels (P,), factors (P, batches, batch_size, K))``, or ``None`` when the dataset
+    draws its factors itself (an overridden ``sample_factors``) or its observations consume random
+    numbers (an overridden ``sample_observations_from_factors``, e.g. smallNORB's instance draw):
+    then the draws interleave with the rendering and the caller must draw point by point.
+    """
+    kind = type(dataset)
+    if (kind.sample_factors is not FactorDataset.sample_factors
+            or kind.sample_observations_from_factors is not FactorDataset.sample_observations_from_factors
+            or not isinstance(rs, np.random.RandomState)):
+        return None
+    sizes = np.asarray(dataset.factor_sizes, dtype=np.int64)
+    k = len(sizes)
+    per_point = np.concatenate([[k], np.tile(np.repeat(sizes, batch_size), batches)])  # bounds in draw order
+    block = max(1, (1 << 20) // len(per_point))  # points per randint call: about 8 MB of draws
+    parts = [rs.randint(0, np.tile(per_point, min(block, num_points - start))).reshape(-1, len(per_point))
+             for start in range(0, num_points, block)]
+    draws = np.concatenate(parts)
+    factors = draws[:, 1:].reshape(num_points, batches, k, batch_size).transpose(0, 1, 3, 2)
+    return draws[:, 0], np.ascontiguousarray(factors)
+
+
 def _as_codes(codes: np.ndarray, n: int) -> np.ndarray:
     """Check an ``encode`` output for ``n`` images is an (n, D) array; return it as numpy."""
     arr = np.asarray(codes)
