@@ -115,3 +115,14 @@ def test_growing_a_stages_trees_in_groups_changes_no_tree(monkeypatch):
                 np.testing.assert_array_equal(a.features[level], b.features[level])
                 np.testing.assert_array_equal(a.thresholds[level], b.thresholds[level])
             np.testing.assert_array_equal(a.leaf_values, b.leaf_values)
+
+
+def test_training_accuracy_from_the_fits_scores_is_predicts():
+    """DCI's training accuracy is read from the fit's final scores instead of a second pass over the
+    trees: the classes must be exactly those ``predict`` gives on the training rows."""
+    from bench.metrics.gbt_exact import _classes
+
+    for num_classes in (2, 5):
+        x, y = _table(500, 4, num_classes, seed=4)
+        model, _ = fit_gbt(x, y, seed=0, n_stages=6)
+        np.testing.assert_array_equal(_classes(model, model["train_raw"]), predict(model, x))
