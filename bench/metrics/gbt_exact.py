@@ -138,10 +138,10 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
                            [np.concatenate([p[0].thresholds[d] for p in parts]) for d in range(MAX_DEPTH)], None)
             node = np.concatenate([p[1] for p in parts])
             importances = np.concatenate([p[2] for p in parts])
-            # Newton step per leaf
+            # Newton step per leaf; the leaves' counts and gradient sums are the last level's children's
             flat = node + leaves * np.arange(t_count)[:, None]
-            count = np.bincount(flat.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
-            num = np.bincount(flat.ravel(), weights=grad.ravel(), minlength=t_count * leaves).reshape(t_count, leaves)
+            count = np.concatenate([p[3][0] for p in parts]).reshape(t_count, leaves)
+            num = np.concatenate([p[3][1] for p in parts]).reshape(t_count, leaves)
             hess = np.bincount(flat.ravel(), weights=(prob * (1 - prob)).ravel(),
                                minlength=t_count * leaves).reshape(t_count, leaves)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -286,6 +286,9 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
         visit = visits[depth]
         threshold = np.full((t_count, m), np.inf)
         feat = np.full((t_count, m), -1, dtype=np.int64)
+        right = np.zeros((t_count, n), dtype=bool)  # a sample goes right: x > threshold
+        c_count = np.zeros((t_count, m, 2), dtype=np.int64)
+        c_count[:, :, 0] = count  # (a node that does not split keeps its samples in its left child)
         for t, j in zip(*np.nonzero(open_node & nonempty)):
             a, b = starts[t, j], ends[t, j]
             values, order, exact = best[t, :, j].copy(), visit[t, j], {}
@@ -300,6 +303,9 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
                     th = here / 2.0 + nxt / 2.0
                     threshold[t, j] = here if th == nxt else th
                     feat[t, j] = f
+                    # here <= threshold < nxt: in feature f's order the node's samples after p go right
+                    right.ravel()[perm[t, f, p + 1:b]] = True
+                    c_count[t, j] = (p + 1 - a, b - p - 1)
                     break
                 v = xt[f, perm[t, f, a:b] - t * n].astype(np.float64)
                 masked = np.where(v[1:] > v[:-1] + FEATURE_THRESHOLD, proxy[t, f, a:b - 1], -np.inf)
@@ -311,13 +317,8 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
         thresholds.append(threshold)
 
         # children, and the impurity decrease of each split for the importances
-        node_flat = node + m * rows[:, None]
-        f_sample = feat.ravel()[node_flat]  # (T, n)
-        x_sample = xt.ravel()[np.maximum(f_sample, 0) * n + pos[None, :]]
-        right = (f_sample >= 0) & (x_sample > threshold.ravel()[node_flat])
         child = 2 * node + right
         cflat = (child + 2 * m * rows[:, None]).ravel()
-        c_count = np.bincount(cflat, minlength=t_count * 2 * m).reshape(t_count, m, 2)
         c_sum = np.bincount(cflat, weights=grad.ravel(), minlength=t_count * 2 * m).reshape(t_count, m, 2)
         c_sq = np.bincount(cflat, weights=sq.ravel(), minlength=t_count * 2 * m).reshape(t_count, m, 2)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -338,7 +339,7 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
             perm, spare = spare, perm
         node = child
         open_node = np.repeat(splits, 2, axis=1)
-    return _Stage(features, thresholds, None), node, importances
+    return _Stage(features, thresholds, None), node, importances, children[:2]
 
 
 def fit_factor(
