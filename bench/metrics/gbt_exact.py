@@ -196,6 +196,7 @@ class _Work:
         self.perm = np.empty(shape, dtype=np.int64)
         self.next_perm = np.empty(shape, dtype=np.int64)
         self.side = np.empty(shape, dtype=bool)
+        self.left = np.empty(shape, dtype=bool)
         # torch views of the same memory: torch's cumsum adds along a row in the same order as NumPy's
         # (bit-identical) at a third of its cost
         self.gathered_t, self.proxy_t = torch.from_numpy(self.gathered), torch.from_numpy(self.proxy)
@@ -224,7 +225,6 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
     open_node = np.ones((t_count, 1), dtype=bool)
     sq = grad * grad
     pos = np.arange(n)
-    row_base = (np.arange(t_count * num_features) * n).reshape(t_count, num_features, 1)
     features, thresholds = [], []
     children: tuple[np.ndarray, ...] = ()  # the level above's (count, sum, sum of squares) per child
     for depth in range(MAX_DEPTH):
@@ -255,7 +255,6 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
         else:
             # (T, n) node of each position, and as a flat index t·m + node into the (T, m) tables
             seg_flat = np.repeat(np.arange(t_count * m), count.ravel())
-            seg = seg_flat.reshape(t_count, n) - m * rows[:, None]
             seg_flat = seg_flat.reshape(t_count, n)
             n_left = pos[None, :] - starts.ravel()[seg_flat] + 1.0  # a split after this position
             n_right = count.ravel()[seg_flat] - n_left
@@ -329,13 +328,21 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
             importances[t, choice[t, j]] += decrease[t, j] / n
 
         if depth + 1 < MAX_DEPTH:  # children keep the per-feature order: stable partition by side
-            np.take(right.ravel(), perm, out=work.side, mode="wrap")
-            key = work.side.view(np.int8)  # (T, F, n): 0 left, 1 right
-            if depth:  # (at the root every position is in node 0)
-                key += (2 * seg).astype(np.int8)[:, None, :]
-            moved = np.argsort(key, axis=2, kind="stable")  # radix sort of small integers
-            moved += row_base
-            np.take(perm.ravel(), moved, out=spare, mode="wrap")
+            side = np.take(right.ravel(), perm, out=work.side, mode="wrap")  # (T, F, n)
+            left = np.logical_not(side, out=work.left)
+            # a node holds the same samples in every feature's order, so every feature row of a tree holds the
+            # same number of left (right) samples: compressed, a tree's left samples form an (F, its n_L) block
+            # with each node's left samples in order. One np.compress per tree and side over its contiguous rows
+            # (two factors' fits: 3.3 s, vs 3.8 s with a boolean index per node and 4.4 s with a radix argsort)
+            for t in range(t_count):
+                block_left = np.compress(left[t].ravel(), perm[t].ravel()).reshape(num_features, -1)
+                block_right = np.compress(side[t].ravel(), perm[t].ravel()).reshape(num_features, -1)
+                col_left = col_right = 0
+                for j in range(m):  # node j's children: its left samples, then its right ones
+                    a, n_l, n_r = starts[t, j], c_count[t, j, 0], c_count[t, j, 1]
+                    spare[t, :, a:a + n_l] = block_left[:, col_left:col_left + n_l]
+                    spare[t, :, a + n_l:a + n_l + n_r] = block_right[:, col_right:col_right + n_r]
+                    col_left, col_right = col_left + n_l, col_right + n_r
             perm, spare = spare, perm
         node = child
         open_node = np.repeat(splits, 2, axis=1)
