@@ -16,10 +16,10 @@ computes every table metric from them:
 
 Work shared across metrics: the encoded tables; the 20-bin discretisation of the training
 codes and its mutual information with the factors (MIG and Modularity use the same matrix);
-and one ``joblib.Parallel`` pool for every classifier fit — the per-factor gradient-boosted
-trees of DCI (largest first), the per-factor logistic regressions of Explicitness and the
-per-factor LinearSVC sets of SAP — so cheap fits fill the gaps between the expensive ones;
-the pool works in the background while BetaVAE and FactorVAE draw and encode their samples.
+and one ``joblib.Parallel`` pool for DCI's per-factor gradient-boosted trees (largest first),
+which works in the background while BetaVAE and FactorVAE draw and encode their samples; the
+cheap fits (the per-factor logistic regressions of Explicitness and LinearSVC sets of SAP) run
+in the calling process after those, so the workers import only NumPy and torch.
 
 Equality with the metrics run alone (and with the reference):
 
@@ -249,22 +249,29 @@ def _start_table_suite(
         results.update(dci_es_from_codes(x_train, y_train, x_test, y_test, seed=seed, n_jobs=n_jobs, **params["dci_es"]))
 
     tasks = _classifier_tasks(selected, params, x_train, y_train, x_test, y_test, seed)
-    pending = (Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*args) for _, _, fn, args in tasks)
-               if tasks else iter(()))
-    return lambda: _finish_table_suite(results, selected, params, tasks, pending, x_train, y_train)
+    # DCI's gradient-boosted fits go to the workers; the cheap scikit-learn fits (SAP, Explicitness) run in
+    # this process when the caller collects, so the workers never import scikit-learn (a second each)
+    pooled = [task for task in tasks if task[0] == "dci"]
+    local = [task for task in tasks if task[0] != "dci"]
+    pending = (Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*args) for _, _, fn, args in pooled)
+               if pooled else iter(()))
+    return lambda: _finish_table_suite(results, selected, params, pooled, pending, local, x_train, y_train)
 
 
 def _finish_table_suite(
     results: dict[str, float],
     selected: list[str],
     params: dict[str, dict[str, Any]],
-    tasks: list[tuple[str, int, Callable, tuple]],
+    pooled: list[tuple[str, int, Callable, tuple]],
     pending: Any,
+    local: list[tuple[str, int, Callable, tuple]],
     x_train: np.ndarray,
     y_train: np.ndarray,
 ) -> dict[str, float]:
-    """Collect the classifier fits (in task order) and add DCI, SAP and Explicitness to ``results``."""
-    by_key = {(name, k): out for (name, k, _, _), out in zip(tasks, pending)}
+    """Run the ``local`` fits, collect the ``pooled`` ones (in task order) and add DCI, SAP and
+    Explicitness to ``results``."""
+    by_key = {(name, k): fn(*args) for name, k, fn, args in local}
+    by_key.update({(name, k): out for (name, k, _, _), out in zip(pooled, pending)})
     num_factors = y_train.shape[1]
 
     if "dci" in selected:
