@@ -99,15 +99,15 @@ def test_single_class_is_rejected():
 
 
 def test_growing_a_stages_trees_in_groups_changes_no_tree(monkeypatch):
-    """The trees of a stage are grown a few at a time (``TREES_PER_CALL``, for the caches): every
+    """The trees of a stage are grown a few at a time (``ROWS_PER_CALL`` tree-rows, for the caches): every
     split, leaf value and importance is the one grown with all the trees of the stage in one call."""
     from bench.metrics import gbt_exact
 
     x, y = _table(700, 5, 7)
-    monkeypatch.setattr(gbt_exact, "TREES_PER_CALL", 7)
+    monkeypatch.setattr(gbt_exact, "ROWS_PER_CALL", 7 * 700)
     whole, whole_importance = fit_gbt(x, y, seed=3, n_stages=4)
     for per_call in (1, 3):
-        monkeypatch.setattr(gbt_exact, "TREES_PER_CALL", per_call)
+        monkeypatch.setattr(gbt_exact, "ROWS_PER_CALL", per_call * 700)
         grouped, grouped_importance = fit_gbt(x, y, seed=3, n_stages=4)
         np.testing.assert_array_equal(grouped_importance, whole_importance)
         for a, b in zip(whole["stages"], grouped["stages"]):

@@ -41,8 +41,10 @@ from threadpoolctl import threadpool_limits
 FEATURE_THRESHOLD = 1e-7
 EPSILON = np.finfo(np.float64).eps
 N_STAGES, LEARNING_RATE, MAX_DEPTH = 100, 0.1, 3
-#: trees grown per vectorised call: larger arrays stop fitting the caches, smaller ones pay Python's overhead
-TREES_PER_CALL = 2
+#: trees grown per vectorised call: about this many (tree, row) pairs, at most MAX_TREES_PER_CALL trees. Larger
+#: arrays stop fitting the caches, smaller ones pay Python's overhead (a 40-class factor, 30 stages: 2,000 rows
+#: 0.67 ms per tree 2 at a time, 0.56 ms 8 at a time; 10,000 rows: 2.42 ms 2 at a time, 2.53 ms 4 at a time)
+ROWS_PER_CALL, MAX_TREES_PER_CALL = 20_000, 16
 
 
 class _Stage:
@@ -117,8 +119,9 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
     raw = np.tile(target.init, (n, 1))  # (n, T)
     order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T)  # (F, n) samples sorted per feature
     xt = np.ascontiguousarray(x.T)  # (F, n)
-    # the trees of a stage are grown TREES_PER_CALL at a time, each group with buffers of its size
-    bounds = np.linspace(0, t_count, -(-t_count // TREES_PER_CALL) + 1).round().astype(int)
+    # the trees of a stage are grown a few at a time (ROWS_PER_CALL), each group with buffers of its size
+    per_call = int(np.clip(ROWS_PER_CALL // n, 1, MAX_TREES_PER_CALL))
+    bounds = np.linspace(0, t_count, -(-t_count // per_call) + 1).round().astype(int)
     groups = list(zip(bounds[:-1], bounds[1:]))
     works: dict[int, _Work] = {}
     stages, importance_sum, splitting_trees = [], np.zeros(num_features), 0
