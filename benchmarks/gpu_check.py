@@ -268,7 +268,7 @@ def section_evaluate(table: Table, args, device, data) -> None:
     # bounds them (the rendering runs on the CPU, one process; the encoder on the device)
     n = 2000 if args.cpu_smoke else 100_000
     idx = np.random.default_rng(0).integers(0, len(data), n)
-    data.images(idx[:1000]), adapter.encode(data.images(idx[:1000]))  # warm-up: first touch, cuDNN
+    adapter.encode(data.images(idx[:1000]))  # warm-up: first touch, cuDNN
     seconds, images = timed(lambda: data.images(idx), torch.device("cpu"))
     table.add("evaluate", f"render {data.name} (CPU, one process)", n / seconds, "img/s", f"{n} images")
     seconds, _ = timed(lambda: adapter.encode(images), device)
