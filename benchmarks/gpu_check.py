@@ -273,7 +273,6 @@ def section_evaluate(table: Table, args, device, data) -> None:
     table.add("evaluate", f"render {data.name} (CPU, one process)", n / seconds, "img/s", f"{n} images")
     seconds, _ = timed(lambda: adapter.encode(images), device)
     table.add("evaluate", f"encode with beta-vae {args.preset} (batches of 512)", n / seconds, "img/s", f"{n} images")
-    del images
     for metric in ("betavae", "factorvae", "dci"):
         start = time.perf_counter()
         rows = evaluate(metric, params.get(metric, {}), adapter, data, 0, {"model_id": "gpu-check"})
