@@ -98,9 +98,11 @@ def test_single_class_is_rejected():
         fit_gbt(np.zeros((10, 2)), np.zeros(10, dtype=int))
 
 
-def test_growing_a_stages_trees_in_groups_changes_no_tree(monkeypatch):
-    """The trees of a stage are grown a few at a time (``ROWS_PER_CALL`` tree-rows, for the caches): every
-    split, leaf value and importance is the one grown with all the trees of the stage in one call."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_growing_a_stages_trees_in_groups_changes_no_tree(monkeypatch, threads):
+    """The trees of a stage are grown a few at a time (``ROWS_PER_CALL`` tree-rows, for the caches), the groups
+    shared by ``threads`` threads: every split, leaf value, importance and training score is the one grown with
+    all the trees of the stage in one call on one thread."""
     from bench.metrics import gbt_exact
 
     x, y = _table(700, 5, 7)
@@ -108,8 +110,9 @@ def test_growing_a_stages_trees_in_groups_changes_no_tree(monkeypatch):
     whole, whole_importance = fit_gbt(x, y, seed=3, n_stages=4)
     for per_call in (1, 3):
         monkeypatch.setattr(gbt_exact, "ROWS_PER_CALL", per_call * 700)
-        grouped, grouped_importance = fit_gbt(x, y, seed=3, n_stages=4)
+        grouped, grouped_importance = fit_gbt(x, y, seed=3, n_stages=4, threads=threads)
         np.testing.assert_array_equal(grouped_importance, whole_importance)
+        np.testing.assert_array_equal(grouped["train_raw"], whole["train_raw"])
         for a, b in zip(whole["stages"], grouped["stages"]):
             for level in range(gbt_exact.MAX_DEPTH):
                 np.testing.assert_array_equal(a.features[level], b.features[level])
@@ -126,3 +129,41 @@ def test_training_accuracy_from_the_fits_scores_is_predicts():
         x, y = _table(500, 4, num_classes, seed=4)
         model, _ = fit_gbt(x, y, seed=0, n_stages=6)
         np.testing.assert_array_equal(_classes(model, model["train_raw"]), predict(model, x))
+
+
+def test_spare_cores_go_to_the_factors_with_most_classes():
+    """One thread per fit until the cores outnumber the concurrent fits; then the spare cores go to the fits
+    with the most trees per stage (they take longest), at most MAX_THREADS_PER_FIT each."""
+    from bench.metrics.dci import MAX_THREADS_PER_FIT, threads_per_factor, trees_per_stage
+
+    assert trees_per_stage(np.array([0, 1, 1, 0])) == 1  # binary: one tree
+    assert trees_per_stage(np.arange(40) % 40) == 40
+    dsprites = [3, 6, 40, 32, 32]
+    assert threads_per_factor(dsprites, 2) == [1] * 5
+    assert threads_per_factor(dsprites, None) == [1] * 5  # joblib's default: one worker
+    assert threads_per_factor(dsprites, 8) == [1, 1, 2, 2, 2]
+    assert threads_per_factor(dsprites, 16) == [1, 1, 4, 4, 4]
+    assert max(threads_per_factor(dsprites, 128)) == MAX_THREADS_PER_FIT
+
+
+def test_dci_hands_each_fit_its_threads_and_scores_the_same(monkeypatch):
+    """DCI passes every factor's share of the threads to its fit; the scores do not depend on it."""
+    from bench.metrics import dci as dci_module
+    from bench.metrics import gbt_exact
+    from bench.metrics.suite import table_suite
+
+    x, y = _table(600, 4, 5)
+    factors = np.column_stack([y, y % 2, (y + np.arange(600)) % 3])
+    single = dci_from_codes(x[:400], factors[:400], x[400:], factors[400:], n_jobs=1, seed=0)
+    suite_single = table_suite(x[:400], factors[:400], x[400:], factors[400:], 0, metrics=["dci"], n_jobs=1)
+    seen = []
+    fit = gbt_exact.fit_gbt
+    monkeypatch.setattr(gbt_exact, "fit_gbt", lambda *a, threads=1, **k: seen.append(threads) or fit(*a, threads=threads, **k))
+    monkeypatch.setattr(dci_module, "threads_per_factor", lambda trees, n_jobs: [t + 1 for t in trees])
+    threaded = dci_from_codes(x[:400], factors[:400], x[400:], factors[400:], n_jobs=1, seed=0)
+    assert sorted(seen) == [2, 4, 6]  # trees per stage 5, 1 (binary), 3, plus one
+    assert threaded == single
+    seen.clear()
+    suite = table_suite(x[:400], factors[:400], x[400:], factors[400:], 0, metrics=["dci"], n_jobs=1)
+    assert sorted(seen) == [2, 4, 6]
+    assert suite == suite_single

@@ -34,6 +34,9 @@ scikit-learn's own generator; both give each tied feature the split with equal p
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
@@ -109,9 +112,13 @@ class _Target:
                 for d in range(MAX_DEPTH)]
 
 
-def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: int = N_STAGES):
+def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: int = N_STAGES, threads: int = 1):
     """Fit the default gradient-boosted classifier; returns a model for :func:`predict` and the
-    normalised importances (D,). ``seed`` draws the feature order that breaks exact ties."""
+    normalised importances (D,). ``seed`` draws the feature order that breaks exact ties.
+
+    ``threads``: the groups of trees of a stage are grown by this many threads (each with its own
+    buffers; the trees are the same for any value). It pays where a core is free for each thread:
+    on a many-core machine, for a factor with many classes (:func:`bench.metrics.dci.threads_per_factor` decides)."""
     x = np.ascontiguousarray(x_train, dtype=np.float32)
     n, num_features = x.shape
     target = _Target(y_train, n, seed)
@@ -123,20 +130,32 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
     per_call = int(np.clip(ROWS_PER_CALL // n, 1, MAX_TREES_PER_CALL))
     bounds = np.linspace(0, t_count, -(-t_count // per_call) + 1).round().astype(int)
     groups = list(zip(bounds[:-1], bounds[1:]))
-    works: dict[int, _Work] = {}
+    lanes = int(np.clip(threads, 1, len(groups)))
+    works: list[dict[int, _Work]] = [{} for _ in range(lanes)]  # per lane: its buffers, by group size
+
+    def grow_lane(lane: int, grad: np.ndarray, visits: list[np.ndarray]) -> list[tuple]:
+        """Lane ``lane`` grows groups lane, lane + lanes, ... of this stage."""
+        grown = []
+        for lo, hi in groups[lane::lanes]:
+            work = works[lane].get(hi - lo) or works[lane].setdefault(hi - lo, _Work(hi - lo, num_features, n))
+            grown.append(_grow(grad[lo:hi], order, xt, [v[lo:hi] for v in visits], work))
+        return grown
+
     stages, importance_sum, splitting_trees = [], np.zeros(num_features), 0
     leaves = 2 ** MAX_DEPTH
     # torch's cumsum on one thread: its row-parallel version is 20x slower when the other core is busy (as it
-    # is in DCI, whose per-factor fits run in parallel); the sums are the same either way
-    with threadpool_limits(1, user_api="openmp"):
+    # is in DCI, whose per-factor fits run in parallel); the sums are the same either way. The limit is per
+    # thread (OpenMP's), so the lanes' threads set it too.
+    lane_threads = (ThreadPoolExecutor(lanes - 1, thread_name_prefix="gbt-lane", initializer=_one_openmp_thread)
+                    if lanes > 1 else contextlib.nullcontext())
+    with lane_threads as pool, threadpool_limits(1, user_api="openmp"):
         for _ in range(n_stages):
             prob = target.probabilities(raw)  # (T, n)
             grad = target.target - prob  # negative gradient
             visits = target.visits(num_features)
-            parts = []
-            for lo, hi in groups:
-                work = works.get(hi - lo) or works.setdefault(hi - lo, _Work(hi - lo, num_features, n))
-                parts.append(_grow(grad[lo:hi], order, xt, [v[lo:hi] for v in visits], work))
+            others = [pool.submit(grow_lane, lane, grad, visits) for lane in range(1, lanes)] if pool else []
+            by_lane = [grow_lane(0, grad, visits)] + [f.result() for f in others]
+            parts = [by_lane[g % lanes][g // lanes] for g in range(len(groups))]  # back in group order
             stage = _Stage([np.concatenate([p[0].features[d] for p in parts]) for d in range(MAX_DEPTH)],
                            [np.concatenate([p[0].thresholds[d] for p in parts]) for d in range(MAX_DEPTH)], None)
             node = np.concatenate([p[1] for p in parts])
@@ -167,6 +186,11 @@ def fit_gbt(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, n_stages: i
     # the training rows' final scores ride along: their predictions need no second pass over the trees
     return {"classes": target.classes, "init": target.init, "stages": stages, "binary": target.binary,
             "train_raw": raw}, importance
+
+
+def _one_openmp_thread() -> None:
+    """A lane thread's OpenMP limit: one thread (OpenMP's limit is per thread, so the fit's does not reach it)."""
+    threadpool_limits(1, user_api="openmp")
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -353,10 +377,10 @@ def _grow(grad: np.ndarray, order: np.ndarray, xt: np.ndarray, visits: list[np.n
 
 
 def fit_factor(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int, threads: int = 1
 ) -> tuple[np.ndarray, float, float]:
-    """DCI's per-factor fit: (importances (D,), train accuracy, test accuracy)."""
-    model, importance = fit_gbt(x_train, y_train, seed)
+    """DCI's per-factor fit: (importances (D,), train accuracy, test accuracy); ``threads`` as in :func:`fit_gbt`."""
+    model, importance = fit_gbt(x_train, y_train, seed, threads=threads)
     train_acc = float(np.mean(_classes(model, model["train_raw"]) == y_train))  # = predict(model, x_train)
     test_acc = float(np.mean(predict(model, x_test) == y_test))
     return importance, train_acc, test_acc

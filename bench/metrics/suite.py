@@ -248,7 +248,7 @@ def _start_table_suite(
     if "dci_es" in selected:
         results.update(dci_es_from_codes(x_train, y_train, x_test, y_test, seed=seed, n_jobs=n_jobs, **params["dci_es"]))
 
-    tasks = _classifier_tasks(selected, params, x_train, y_train, x_test, y_test, seed)
+    tasks = _classifier_tasks(selected, params, x_train, y_train, x_test, y_test, seed, n_jobs)
     # DCI's gradient-boosted fits go to the workers; the cheap scikit-learn fits (SAP, Explicitness) run in
     # this process when the caller collects, so the workers never import scikit-learn (a second each)
     pooled = [task for task in tasks if task[0] == "dci"]
@@ -304,22 +304,25 @@ def _classifier_tasks(
     x_test: np.ndarray | None,
     y_test: np.ndarray | None,
     seed: int,
+    n_jobs: int | None,
 ) -> list[tuple[str, int, Callable, tuple]]:
-    """Every classifier fit as ``(metric, factor, function, args)``, most expensive first.
+    """Every classifier fit as ``(metric, factor, function, args)``, most expensive first (DCI's fits with
+    their threads for ``n_jobs`` workers, :func:`bench.metrics.dci.threads_per_factor`).
 
     Cost estimates (relative): a gradient-boosted model fits one tree per class and stage
     (one for a binary factor), so its cost grows with the number of classes; the logistic
     regressions and SVC sets are an order of magnitude cheaper.
     """
     tasks: list[tuple[float, str, int, Callable, tuple]] = []
+    trees = [dci_module.trees_per_stage(y_train[:, k]) for k in range(y_train.shape[1])]
+    threads = dci_module.threads_per_factor(trees, n_jobs)
     for k in range(y_train.shape[1]):
-        classes = len(np.unique(y_train[:, k]))
-        trees_per_stage = classes if classes > 2 else 1
         if "dci" in selected:
             # the same per-factor fit as bench.metrics.dci.gbt_importance, scheduled here
             importance = params["dci"].get("importance", "gbt")
-            tasks.append(((0.3 if importance == "hist_gbt" else 10.0) * trees_per_stage, "dci", k,
-                          dci_module.factor_fit(importance), (x_train, y_train[:, k], x_test, y_test[:, k], seed)))
+            tasks.append(((0.3 if importance == "hist_gbt" else 10.0) * trees[k], "dci", k,
+                          dci_module.factor_fit(importance),
+                          (x_train, y_train[:, k], x_test, y_test[:, k], seed, threads[k])))
         if "modularity_explicitness" in selected:
             tasks.append((1.0, "explicitness", k, _explicitness_standardised,
                           (x_train, y_train[:, k], x_test, y_test[:, k])))
