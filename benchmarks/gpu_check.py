@@ -1,7 +1,8 @@
 """One prepared GPU check: training, sampling, the autoencoder family, FID features and evaluation, beside the reference.
 
-Run it on one H100/H200 (about 6-7 minutes; ``--compile`` adds the compiled rows, whose
-compilation alone took 350 s for InfoDiffusion's training step on an H200)::
+Run it on one H100/H200 (about 5-6 minutes before the last section, the tiny grid, which gets what
+is left of ``--budget``, 480 s; ``--compile`` adds the compiled rows, whose compilation alone took
+350 s for InfoDiffusion's training step on an H200)::
 
     python benchmarks/gpu_check.py --reference-dir .ref/InfoDiffusion-dev --json gpu_check.json
 
@@ -32,7 +33,11 @@ batch size and precision:
   BetaVAE, FactorVAE and DCI at disentanglement_lib's study defaults on a β-VAE ``paper``
   model (trained for ``--eval-train-steps`` steps: the time does not depend on how well it is
   trained); DCI twice, with the spare cores' threads in the many-class factors' fits and with
-  one thread per fit.
+  one thread per fit;
+* **grid**: seconds of ``bench run --profile gpu-tiny-grid`` (every method's tiny preset, one
+  seed, FactorVAE, DCI, FID, reconstruction) in a fresh process, last: it gets what is left of
+  ``--budget`` (480 s: the check stays within 8 minutes) and at most ``--grid-timeout``, and
+  says how many stages finished if that runs out.
 
 Model FLOP utilisation (MFU) is FLOPs per image (``torch.utils.flop_counter`` on the meta
 device) × images/s ÷ the dense bf16 peak of the GPU (989.4 TFLOP/s for H100 SXM and H200).
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import sys
 import time
@@ -58,6 +64,8 @@ from diffusion_throughput import (  # benchmarks/ is on sys.path when this scrip
     RandomImages, attach_components, peak_flops, reference_step_fn, sync, training_flops_per_image,
 )
 
+REPO = Path(__file__).resolve().parent.parent
+GRID_PROFILE = "gpu-tiny-grid"
 TRAIN_CASES = (("infodiffusion", 64), ("infodiffusion", 256), ("ddpm", 256), ("diffae", 256), ("pdae", 256))
 SAMPLE_METHODS = ("ddpm", "infodiffusion", "pdae", "diffae")
 
@@ -294,12 +302,73 @@ def section_evaluate(table: Table, args, device, data) -> None:
                   "s", values or rows[0].get("reason", ""))
 
 
+def section_grid(table: Table, args, device, seconds_left: float) -> None:
+    """The tiny every-method grid (bench.toml's ``gpu-tiny-grid``) as a user runs it: ``bench run`` in a fresh
+    process, into an empty results folder, stopped when the check's time budget runs out."""
+    import collections
+    import csv
+    import re
+    import subprocess
+    import tempfile
+
+    limit = min(args.grid_timeout, seconds_left)
+    what = f"bench run --profile {GRID_PROFILE}" + (" (CPU smoke: ae only, 2 steps)" if args.cpu_smoke else "")
+    if limit < 30:
+        table.add("grid", what, None, "s", f"not run: {seconds_left:.0f} s of the --budget left")
+        return
+    from bench.metrics.fid_inception import FIDInceptionV3
+    from bench.metrics.fid_weights import FIDUnavailableError, find_weights
+
+    with tempfile.TemporaryDirectory(prefix="gpu-check-grid-") as root:
+        results, env, fid_note = str(Path(root) / "results"), dict(os.environ), ""
+        try:
+            find_weights()
+        except FIDUnavailableError:  # FID still costs what it costs: its rows are timed on random weights
+            stand_in = Path(root) / "random-inception.pth"
+            torch.save(FIDInceptionV3().state_dict(), stand_in)
+            env["BENCH_FID_WEIGHTS"], fid_note = str(stand_in), "; FID on random Inception weights (timing only)"
+            env["BENCH_CACHE"] = root  # their reference statistics are not kept
+        command = [sys.executable, "-m", "bench", "run", "--config", str(REPO / "bench.toml"),
+                   "--profile", GRID_PROFILE, "--device", str(device), "--results", results, "--no-progress"]
+        if args.cpu_smoke:
+            command += ["--methods", "ae", "--set", 'overrides."*".steps=2', "--set", 'metric_params.dci.importance="gbt"',
+                        "--set", "metric_params.dci.num_train=100", "--set", "metric_params.dci.num_test=50",
+                        "--set", "metric_params.factorvae.num_train=20", "--set", "metric_params.factorvae.num_eval=10",
+                        "--set", "metric_params.factorvae.num_variance_estimate=100",
+                        "--set", "metric_params.fid.num_samples=8", "--set", "metric_params.fid.num_reference=16", "--set", "metric_params.reconstruction.num_samples=8"]
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=limit, cwd=REPO, env=env)
+            seconds, output, code = time.perf_counter() - start, done.stdout + done.stderr, done.returncode
+        except subprocess.TimeoutExpired as exc:  # the process is killed; what it finished is counted
+            seconds, code = None, None
+            output = "".join(o.decode() if isinstance(o, bytes) else (o or "") for o in (exc.stdout, exc.stderr))
+        table_csv = Path(results) / "results.csv"  # the metric rows' statuses: ok / skipped / failed
+        statuses: collections.Counter = collections.Counter()
+        if table_csv.is_file():
+            with open(table_csv, newline="") as rows:
+                statuses.update(row["status"] for row in csv.DictReader(rows))
+    finished = re.findall(r"^\[(\d+)/(\d+)\] (\w+)", output, flags=re.M)
+    total = finished[-1][1] if finished else "?"
+    failed = sum(1 for _, _, state in finished if state != "done")
+    shown = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+    note = f"{len(finished)} of {total} stages finished, {failed} failed; rows: {shown or 'none'}{fid_note}"
+    if seconds is None:
+        note = f"stopped after {limit:.0f} s: {note}"
+    elif code != 0:
+        note = f"exit status {code}: {note}; {output.strip().splitlines()[-1][:160] if output.strip() else ''}"
+    table.add("grid", what, seconds, "s", note, stages=len(finished), failed=failed, rows=dict(statuses))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="the same code paths at toy sizes on the CPU")
     parser.add_argument("--reference-dir", type=Path, default=None, help="a checkout of isjakewong/InfoDiffusion (dev)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
-    parser.add_argument("--sections", default="train,reference,sample,ae,fid,evaluate")
+    parser.add_argument("--sections", default="train,reference,sample,ae,fid,evaluate,grid")
+    parser.add_argument("--budget", type=float, default=480,
+                        help="seconds the whole check may take: the grid, last, stops when they run out")
+    parser.add_argument("--grid-timeout", type=float, default=300, help="the most seconds the grid may take")
     parser.add_argument("--compile", action="store_true",
                         help="also time the compiled cases below (InfoDiffusion's b64 compile took 350 s on an H200)")
     parser.add_argument("--compile-train", default="infodiffusion:64,infodiffusion:256,ddpm:256",
@@ -337,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
                          ("sample", lambda: section_sample(table, args, device, shape)),
                          ("fid", lambda: section_fid(table, args, device)),
                          ("ae", lambda: section_ae(table, args, device)),
-                         ("evaluate", lambda: section_evaluate(table, args, device, data or registry.datasets().create(args.ae_dataset)))):
+                         ("evaluate", lambda: section_evaluate(table, args, device, data or registry.datasets().create(args.ae_dataset))),
+                         ("grid", lambda: section_grid(table, args, device, args.budget - (time.perf_counter() - start)))):
         if section not in sections:
             continue
         t0 = time.perf_counter()

@@ -18,7 +18,10 @@ def test_gpu_check_cpu_smoke_prints_and_writes_every_row(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     sections = {r["section"] for r in rows}
-    assert sections == {"train", "reference", "sample", "fid-features", "ae-family", "evaluate"}
+    assert sections == {"train", "reference", "sample", "fid-features", "ae-family", "evaluate", "grid"}
+    grid = next(r for r in rows if r["section"] == "grid")  # bench run of the tiny grid (ae only), every stage done
+    assert (grid["stages"], grid["failed"], grid["rows"].get("failed", 0)) == (5, 0, 0), grid
+    assert grid["rows"].get("ok", 0) >= 4, grid  # FactorVAE, DCI, FID (its random stand-in), reconstruction
     measured = [r for r in rows if r["section"] != "reference"]  # no reference checkout in the test
     assert all(r["value"] is not None and math.isfinite(r["value"]) and r["value"] >= 0 for r in measured), measured
     trained = {r["method"] for r in rows if r["section"] == "train"}
