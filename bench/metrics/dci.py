@@ -57,8 +57,8 @@ from bench.metrics.sampling import EncodeFn, RandomStateLike, as_random_state, g
 #: added to every importance before normalising, as in the reference
 _EPS = 1e-11
 #: the most threads one factor's fit gets. :mod:`~bench.metrics.gbt_exact` grows a stage's groups of trees in
-#: threads, but much of a tree's time holds the GIL: a 40-class factor at 10,000 rows fitted 1.15-1.35x faster
-#: with 2 threads than with 1 on 2 free cores, so more than a few threads would mostly contend
+#: threads, but much of a tree's time holds the GIL: a 40-class factor at 10,000 rows fitted 1.15-1.39x faster
+#: with 2 threads than with 1 on 2 free cores (several runs), so more than a few threads would mostly contend
 MAX_THREADS_PER_FIT = 4
 
 
