@@ -331,11 +331,13 @@ def section_grid(table: Table, args, device, seconds_left: float) -> None:
         command = [sys.executable, "-m", "bench", "run", "--config", str(REPO / "bench.toml"),
                    "--profile", GRID_PROFILE, "--device", str(device), "--results", results, "--no-progress"]
         if args.cpu_smoke:
-            command += ["--methods", "ae", "--set", 'overrides."*".steps=2', "--set", 'metric_params.dci.importance="gbt"',
+            command += ["--methods", "ae", "--set", 'overrides."*".steps=2',
+                        "--set", 'metric_params.dci.importance="gbt"',  # the exact trees are quick at 100 rows
                         "--set", "metric_params.dci.num_train=100", "--set", "metric_params.dci.num_test=50",
                         "--set", "metric_params.factorvae.num_train=20", "--set", "metric_params.factorvae.num_eval=10",
                         "--set", "metric_params.factorvae.num_variance_estimate=100",
-                        "--set", "metric_params.fid.num_samples=8", "--set", "metric_params.fid.num_reference=16", "--set", "metric_params.reconstruction.num_samples=8"]
+                        "--set", "metric_params.fid.num_samples=8", "--set", "metric_params.fid.num_reference=16",
+                        "--set", "metric_params.reconstruction.num_samples=8"]
         start = time.perf_counter()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=limit, cwd=REPO, env=env)

@@ -158,7 +158,11 @@ def test_dci_hands_each_fit_its_threads_and_scores_the_same(monkeypatch):
     suite_single = table_suite(x[:400], factors[:400], x[400:], factors[400:], 0, metrics=["dci"], n_jobs=1)
     seen = []
     fit = gbt_exact.fit_gbt
-    monkeypatch.setattr(gbt_exact, "fit_gbt", lambda *a, threads=1, **k: seen.append(threads) or fit(*a, threads=threads, **k))
+    def spy(*args, threads=1, **kwargs):
+        seen.append(threads)
+        return fit(*args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(gbt_exact, "fit_gbt", spy)
     monkeypatch.setattr(dci_module, "threads_per_factor", lambda trees, n_jobs: [t + 1 for t in trees])
     threaded = dci_from_codes(x[:400], factors[:400], x[400:], factors[400:], n_jobs=1, seed=0)
     assert sorted(seen) == [2, 4, 6]  # trees per stage 5, 1 (binary), 3, plus one

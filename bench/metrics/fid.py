@@ -98,21 +98,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
     ``||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 sigma2))`` in float64. pytorch-fid
     takes ``scipy.linalg.sqrtm`` of the product (a Schur decomposition of a non-symmetric 2048² matrix:
-    8.7-9.5 s on 2 cores). The trace alone is needed, and for covariances (symmetric, positive
+    8.7-9.5 s on 2 cores). Only the trace is needed, and for covariances (symmetric, positive
     semi-definite) ``sigma1 sigma2`` is similar to ``A sigma2 A`` with ``A = sigma1^(1/2)``, which is
     symmetric PSD: ``Tr(sqrtm(sigma1 sigma2)) = sum_i sqrt(lambda_i(A sigma2 A))``. Two symmetric
-    eigendecompositions instead (2.1-2.4 s there; ``benchmarks/fid_distance_speed.py``). Against pytorch-fid's recipe on the same statistics the
-    values differ by 4e-15 relative for full-rank covariances and by 1e-8 to 2e-8 for rank-deficient
-    ones (fewer samples than features, where ``sqrtm`` warns that the product is singular);
-    ``tests/test_metrics_fid.py`` checks this against the recipe. Eigenvalues below zero (rounding)
-    count as zero; if a decomposition fails, ``eps`` is added to both diagonals, as pytorch-fid does
-    when its square root is not finite.
+    eigendecompositions instead: 2.1-2.4 s there (``benchmarks/fid_distance_speed.py``). Against
+    pytorch-fid's recipe on the same statistics the values differ by 4e-15 relative for full-rank
+    covariances and by 1e-8 to 2e-8 for rank-deficient ones (fewer samples than features, where
+    ``sqrtm`` warns that the product is singular); ``tests/test_metrics_fid.py`` checks this against
+    the recipe. Eigenvalues below zero (rounding) count as zero; if a decomposition fails, ``eps`` is
+    added to both diagonals, as pytorch-fid does when its square root is not finite.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"statistics differ in shape: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
-    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
+    if not all(np.isfinite(a).all() for a in (mu1, sigma1, mu2, sigma2)):
         raise ValueError("FID: the feature statistics are not finite")
     diff = mu1 - mu2
     try:
@@ -124,7 +124,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``Tr(sqrtm(sigma1 sigma2))`` of two symmetric PSD matrices, by ``sum sqrt(eig(A sigma2 A))``, ``A = sigma1^(1/2)``."""
+    """``Tr(sqrtm(sigma1 sigma2))`` of two symmetric PSD matrices: ``sum sqrt(eig(A sigma2 A))``, ``A = sigma1^(1/2)``."""
     w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2.0)
     root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
     inner = root @ sigma2 @ root
