@@ -50,6 +50,7 @@ import functools
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -313,7 +314,7 @@ def section_grid(table: Table, args, device, seconds_left: float) -> None:
 
     limit = min(args.grid_timeout, seconds_left)
     what = f"bench run --profile {GRID_PROFILE}" + (" (CPU smoke: ae only, 2 steps)" if args.cpu_smoke else "")
-    if limit < 30:
+    if seconds_left < 30:
         table.add("grid", what, None, "s", f"not run: {seconds_left:.0f} s of the --budget left")
         return
     from bench.metrics.fid_inception import FIDInceptionV3
@@ -339,12 +340,16 @@ def section_grid(table: Table, args, device, seconds_left: float) -> None:
                         "--set", "metric_params.fid.num_samples=8", "--set", "metric_params.fid.num_reference=16",
                         "--set", "metric_params.reconstruction.num_samples=8"]
         start = time.perf_counter()
+        # its own process group: on a timeout the run and its worker processes stop together
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                                   env=env, start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=limit, cwd=REPO, env=env)
-            seconds, output, code = time.perf_counter() - start, done.stdout + done.stderr, done.returncode
-        except subprocess.TimeoutExpired as exc:  # the process is killed; what it finished is counted
+            output, _ = process.communicate(timeout=limit)
+            seconds, code = time.perf_counter() - start, process.returncode
+        except subprocess.TimeoutExpired:  # what it finished is counted
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
             seconds, code = None, None
-            output = "".join(o.decode() if isinstance(o, bytes) else (o or "") for o in (exc.stdout, exc.stderr))
         table_csv = Path(results) / "results.csv"  # the metric rows' statuses: ok / skipped / failed
         statuses: collections.Counter = collections.Counter()
         if table_csv.is_file():
