@@ -158,6 +158,7 @@ def test_dci_hands_each_fit_its_threads_and_scores_the_same(monkeypatch):
     suite_single = table_suite(x[:400], factors[:400], x[400:], factors[400:], 0, metrics=["dci"], n_jobs=1)
     seen = []
     fit = gbt_exact.fit_gbt
+
     def spy(*args, threads=1, **kwargs):
         seen.append(threads)
         return fit(*args, threads=threads, **kwargs)
